@@ -1,0 +1,74 @@
+"""devclaw's errors: one root, a few kinds, one mapping to what users see.
+
+    DevclawError                  every error a user can act on; ``type`` names its kind
+     +-- InputError               a call's arguments: bad JSON, unknown tool, a missing or wrong field
+     +-- NotFoundError            a project or issue that does not exist
+     +-- WorkflowError            a move the workflow forbids, a worker busy or idle, a label that moved
+     +-- ConfigError              projects.json unreadable or invalid, a token variable missing
+     +-- StateError               projects.json could not be locked or written
+     +-- TrackerError             the issue tracker failed, refused or could not be reached
+          +-- TrackerAuthError    the token was refused (401/403)
+
+Library errors are converted where the library is called, with the original kept as ``__cause__``.
+``error_payload`` is the one place an exception becomes the ``{"type", "message"}`` users see.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DevclawError(Exception):
+    type: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = 1
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InputError(DevclawError):
+    type = "invalid_input"
+    exit_code = 2
+
+
+class NotFoundError(DevclawError):
+    type = "not_found"
+
+
+class WorkflowError(DevclawError):
+    type = "workflow"
+
+
+class ConfigError(DevclawError):
+    type = "config"
+
+
+class StateError(DevclawError):
+    type = "state"
+
+
+class TrackerError(DevclawError):
+    type = "tracker"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TrackerAuthError(TrackerError):
+    type = "tracker_auth"
+
+
+INTERNAL_EXIT_CODE = 3
+
+
+def error_payload(exc: BaseException) -> dict[str, str]:
+    """What a user sees of any failure: our own message, or a one-line summary of a bug."""
+    if isinstance(exc, DevclawError):
+        return {"type": exc.type, "message": exc.message}
+    return {"type": "internal", "message": f"internal error ({type(exc).__name__}): {exc}"}
+
+
+def exit_code(exc: BaseException) -> int:
+    return exc.exit_code if isinstance(exc, DevclawError) else INTERNAL_EXIT_CODE

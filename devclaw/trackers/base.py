@@ -1,0 +1,75 @@
+"""The tracker interface: our own types, one Protocol every provider implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from devclaw.workflow import WORKFLOW_LABELS, IssueState, Label, current_label
+
+
+@dataclass(frozen=True)
+class Issue:
+    id: int
+    title: str
+    description: str
+    state: IssueState
+    labels: tuple[str, ...]
+    url: str
+
+    @property
+    def label(self) -> Label | None:
+        return current_label(self.labels)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "state": self.state,
+            "labels": list(self.labels),
+            "url": self.url,
+        }
+
+
+def relabel(labels: tuple[str, ...], target: Label) -> tuple[str, ...]:
+    """``labels`` with every workflow label replaced by ``target``; other labels kept, in order."""
+    return (*(name for name in labels if name not in WORKFLOW_LABELS), target.value)
+
+
+class Tracker(Protocol):
+    """An issue tracker for one project. Every method is one small, bounded number of requests.
+
+    Implementations raise ``NotFoundError`` for a missing issue or project, ``TrackerAuthError`` for a
+    refused token and ``TrackerError`` for anything else that failed; they never return partial data.
+    """
+
+    #: Where the project lives, as users name it ("group/project", "owner/name", or a local path).
+    path: str
+
+    def get_issue(self, issue_id: int) -> Issue:
+        """One issue, open or closed."""
+        ...
+
+    def list_issues(self, label: Label | None = None) -> list[Issue]:
+        """Every open issue (all pages), with ``label`` when given, oldest first."""
+        ...
+
+    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+        """Swap ``issue``'s workflow label for ``target`` (and open/close it) in ONE write.
+
+        ``issue`` is the issue as just read; labels that are not workflow labels are kept.
+        """
+        ...
+
+    def create_issue(self, title: str, description: str, labels: tuple[str, ...]) -> Issue:
+        """A new open issue. Never retried once the request may have reached the server."""
+        ...
+
+    def add_comment(self, issue_id: int, body: str) -> None:
+        """A comment on an issue. Never retried once the request may have reached the server."""
+        ...
+
+    def ensure_labels(self) -> list[str]:
+        """Create the workflow labels that are missing, with their colours; return the created names."""
+        ...

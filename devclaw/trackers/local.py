@@ -1,0 +1,159 @@
+"""The embedded tracker: issues in SQLite (``memory/tracker.sqlite3``), no server.
+
+One database holds every local project; rows are keyed by the project's ``path``. WAL mode and
+``BEGIN IMMEDIATE`` make it safe under concurrent processes. A label move is a compare-and-set: it
+fails if the issue's workflow label is no longer the one the caller read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from devclaw.audit import utc_now
+from devclaw.errors import NotFoundError, TrackerError, WorkflowError
+from devclaw.trackers.base import Issue, relabel
+from devclaw.workflow import COLOURS, IssueState, Label
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS issues (
+    project TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'closed')),
+    labels TEXT NOT NULL DEFAULT '[]',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project, number)
+);
+CREATE TABLE IF NOT EXISTS comments (
+    project TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    color TEXT NOT NULL,
+    PRIMARY KEY (project, name)
+);
+"""
+
+_COLUMNS = "number, title, description, state, labels"
+
+
+class LocalTracker:
+    def __init__(self, db_path: Path, path: str) -> None:
+        self.db_path = db_path
+        self.path = path
+
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise TrackerError(f"Cannot open the embedded tracker {self.db_path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise TrackerError(f"Embedded tracker {self.db_path} failed: {exc}") from exc
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    def url(self, number: int) -> str:
+        return f"devclaw://{self.path}/issues/{number}"
+
+    def _issue(self, row: tuple[int, str, str, IssueState, str]) -> Issue:
+        number, title, description, state, labels = row
+        return Issue(number, title, description, state, tuple(json.loads(labels)), self.url(number))
+
+    def _fetch(self, conn: sqlite3.Connection, issue_id: int) -> Issue:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM issues WHERE project = ? AND number = ?",  # noqa: S608 (constant)
+            (self.path, issue_id),
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"issue #{issue_id} not found in {self.path}")
+        return self._issue(row)
+
+    def get_issue(self, issue_id: int) -> Issue:
+        with self._connect() as conn:
+            return self._fetch(conn, issue_id)
+
+    def list_issues(self, label: Label | None = None) -> list[Issue]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM issues WHERE project = ? AND state = 'open' "  # noqa: S608
+                "ORDER BY number",
+                (self.path,),
+            ).fetchall()
+        issues = [self._issue(row) for row in rows]
+        return [issue for issue in issues if label is None or label.value in issue.labels]
+
+    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+        with self._connect(write=True) as conn:
+            now = self._fetch(conn, issue.id)
+            if now.label != issue.label:
+                raise WorkflowError(
+                    f'Issue #{issue.id} moved from "{issue.label}" to "{now.label}" while devclaw was '
+                    "working on it; nothing was changed"
+                )
+            labels = relabel(now.labels, target)
+            conn.execute(
+                "UPDATE issues SET labels = ?, state = ?, updated_at = ? WHERE project = ? AND number = ?",
+                (json.dumps(labels), state or now.state, utc_now(), self.path, issue.id),
+            )
+            return self._fetch(conn, issue.id)
+
+    def create_issue(self, title: str, description: str, labels: tuple[str, ...]) -> Issue:
+        with self._connect(write=True) as conn:
+            (number,) = conn.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM issues WHERE project = ?", (self.path,)
+            ).fetchone()
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO issues (project, number, title, description, labels, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self.path, number, title, description, json.dumps(list(labels)), now, now),
+            )
+            return self._fetch(conn, number)
+
+    def add_comment(self, issue_id: int, body: str) -> None:
+        with self._connect(write=True) as conn:
+            self._fetch(conn, issue_id)
+            conn.execute(
+                "INSERT INTO comments (project, number, body, created_at) VALUES (?, ?, ?, ?)",
+                (self.path, issue_id, body, utc_now()),
+            )
+
+    def comments(self, issue_id: int) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT body FROM comments WHERE project = ? AND number = ? ORDER BY rowid",
+                (self.path, issue_id),
+            ).fetchall()
+        return [body for (body,) in rows]
+
+    def ensure_labels(self) -> list[str]:
+        with self._connect(write=True) as conn:
+            existing = {
+                name for (name,) in conn.execute("SELECT name FROM labels WHERE project = ?", (self.path,))
+            }
+            missing = [label for label in Label if label.value not in existing]
+            conn.executemany(
+                "INSERT INTO labels (project, name, color) VALUES (?, ?, ?)",
+                [(self.path, label.value, COLOURS[label]) for label in missing],
+            )
+        return [label.value for label in missing]

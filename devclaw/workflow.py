@@ -1,0 +1,141 @@
+"""The workflow: the only place a label, a colour or a move is spelled.
+
+Rules, in the order the code relies on them:
+
+1. An issue's workflow state is one of the eight ``Label`` values. Other labels on an issue
+   (priority, area, ...) are not ours and are never touched.
+2. ``TRANSITIONS[state][event]`` is the next state. A move not in the table is illegal, and
+   ``next_label`` raises ``WorkflowError`` naming the state and the event BEFORE anything is written.
+3. A role picks up only from its start labels (dev: To Do, To Improve; qa: To Test) and works while the
+   issue sits on its active label (dev: Doing; qa: Testing).
+4. A completion result maps to exactly one event; QA pass closes the issue, QA fail reopens it.
+5. A health revert moves work that lost its worker back to the queue it came from.
+6. Humans move Planning -> To Do and Refining -> To Do; anything else by hand needs ``force``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from devclaw.errors import WorkflowError
+
+
+class Label(StrEnum):
+    PLANNING = "Planning"
+    TO_DO = "To Do"
+    DOING = "Doing"
+    TO_TEST = "To Test"
+    TESTING = "Testing"
+    DONE = "Done"
+    TO_IMPROVE = "To Improve"
+    REFINING = "Refining"
+
+
+class Event(StrEnum):
+    DEV_PICKUP = "dev_pickup"
+    DEV_DONE = "dev_done"
+    QA_PICKUP = "qa_pickup"
+    QA_PASS = "qa_pass"
+    QA_FAIL = "qa_fail"
+    QA_REFINE = "qa_refine"
+    REVERT = "revert"  # health: the worker is gone, put the work back in its queue
+    REVERT_FIX = "revert_fix"  # health: as REVERT, for dev work that already failed QA once
+    HUMAN = "human"  # a person approves a planned or refined issue
+
+
+Role = Literal["dev", "qa"]
+Result = Literal["done", "pass", "fail", "refine"]
+IssueState = Literal["open", "closed"]
+
+ROLES: tuple[Role, ...] = ("dev", "qa")
+
+COLOURS: dict[Label, str] = {
+    Label.PLANNING: "#95a5a6",
+    Label.TO_DO: "#428bca",
+    Label.DOING: "#f0ad4e",
+    Label.TO_TEST: "#5bc0de",
+    Label.TESTING: "#9b59b6",
+    Label.DONE: "#5cb85c",
+    Label.TO_IMPROVE: "#d9534f",
+    Label.REFINING: "#f39c12",
+}
+
+TRANSITIONS: dict[Label, dict[Event, Label]] = {
+    Label.PLANNING: {Event.HUMAN: Label.TO_DO},
+    Label.TO_DO: {Event.DEV_PICKUP: Label.DOING},
+    Label.TO_IMPROVE: {Event.DEV_PICKUP: Label.DOING},
+    Label.DOING: {Event.DEV_DONE: Label.TO_TEST, Event.REVERT: Label.TO_DO, Event.REVERT_FIX: Label.TO_IMPROVE},
+    Label.TO_TEST: {Event.QA_PICKUP: Label.TESTING},
+    Label.TESTING: {
+        Event.QA_PASS: Label.DONE,
+        Event.QA_FAIL: Label.TO_IMPROVE,
+        Event.QA_REFINE: Label.REFINING,
+        Event.REVERT: Label.TO_TEST,
+    },
+    Label.REFINING: {Event.HUMAN: Label.TO_DO},
+    Label.DONE: {},
+}
+
+# The issue's open/closed state that goes with an event, written in the same request as the label.
+ISSUE_STATE_AFTER: dict[Event, IssueState] = {Event.QA_PASS: "closed", Event.QA_FAIL: "open"}
+
+START_LABELS: dict[Role, tuple[Label, ...]] = {
+    "dev": (Label.TO_DO, Label.TO_IMPROVE),
+    "qa": (Label.TO_TEST,),
+}
+ACTIVE_LABEL: dict[Role, Label] = {"dev": Label.DOING, "qa": Label.TESTING}
+PICKUP_EVENT: dict[Role, Event] = {"dev": Event.DEV_PICKUP, "qa": Event.QA_PICKUP}
+RESULT_EVENT: dict[Role, dict[Result, Event]] = {
+    "dev": {"done": Event.DEV_DONE},
+    "qa": {"pass": Event.QA_PASS, "fail": Event.QA_FAIL, "refine": Event.QA_REFINE},
+}
+
+# queue_status lists these, in this priority order, under these result keys.
+QUEUES: tuple[tuple[str, Label], ...] = (
+    ("toImprove", Label.TO_IMPROVE),
+    ("toTest", Label.TO_TEST),
+    ("toDo", Label.TO_DO),
+)
+
+WORKFLOW_LABELS: frozenset[str] = frozenset(label.value for label in Label)
+
+
+def next_label(state: Label | None, event: Event) -> Label:
+    """The state after ``event``; raises ``WorkflowError`` for a move the table does not allow."""
+    if state is None:
+        raise WorkflowError(f'Cannot apply "{event}": the issue has no workflow label')
+    try:
+        return TRANSITIONS[state][event]
+    except KeyError:
+        allowed = ", ".join(str(e) for e in TRANSITIONS[state]) or "none (final state)"
+        raise WorkflowError(
+            f'Cannot apply "{event}" to an issue on "{state}"; allowed from "{state}": {allowed}'
+        ) from None
+
+
+def current_label(labels: tuple[str, ...] | list[str]) -> Label | None:
+    """The issue's workflow state: the first workflow label, in table order, present on it."""
+    present = set(labels)
+    return next((label for label in Label if label.value in present), None)
+
+
+def parse_label(text: str) -> Label:
+    """A workflow label from user text, matched without regard to case."""
+    for label in Label:
+        if label.value.lower() == text.strip().lower():
+            return label
+    names = ", ".join(label.value for label in Label)
+    raise WorkflowError(f'"{text}" is not a workflow label; use one of: {names}')
+
+
+def human_move(state: Label | None, target: Label, *, force: bool = False) -> Label:
+    """Check a move made by a person (``devclaw issue label``)."""
+    if force or state is None or state == target:
+        return target
+    if TRANSITIONS[state].get(Event.HUMAN) == target:
+        return target
+    raise WorkflowError(
+        f'Moving an issue from "{state}" to "{target}" by hand is not a workflow move '
+        f"(people move Planning -> To Do and Refining -> To Do); pass --force to do it anyway"
+    )

@@ -1,0 +1,59 @@
+"""A workspace: the folder whose ``memory/`` holds projects.json, audit.log and the embedded tracker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from devclaw.audit import AuditLog
+from devclaw.errors import ConfigError
+from devclaw.state import DEFAULT_LOCK_TIMEOUT, Project, ProjectStore
+from devclaw.trackers import Tracker, open_tracker
+
+WORKSPACE_ENV = "DEVCLAW_WORKSPACE"
+LOCK_TIMEOUT_ENV = "DEVCLAW_LOCK_TIMEOUT"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    clock: Callable[[], datetime] = field(default=_utc_now, compare=False)
+
+    @classmethod
+    def resolve(cls, option: str | None = None) -> Workspace:
+        """``--workspace``, else ``$DEVCLAW_WORKSPACE``, else the current directory."""
+        chosen = option or os.environ.get(WORKSPACE_ENV) or os.getcwd()
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def memory(self) -> Path:
+        return self.root / "memory"
+
+    @cached_property
+    def store(self) -> ProjectStore:
+        return ProjectStore(self.memory / "projects.json", lock_timeout=_lock_timeout())
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.memory / "audit.log")
+
+    def tracker(self, project: Project) -> Tracker:
+        return open_tracker(project, self.memory)
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
