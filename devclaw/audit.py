@@ -44,6 +44,11 @@ class AuditLog:
 
     def records(self, *, event: str | None = None) -> Iterator[dict[str, Any]]:
         """Every whole record, oldest first; lines that are not JSON objects are skipped."""
+        for _, record in self.lines(event=event):
+            yield record
+
+    def lines(self, *, event: str | None = None) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Each whole record with its line as written, oldest first."""
         # Lines are written by us in one format, so a byte search skips most lines before parsing.
         needle = json.dumps({"event": event})[1:-1].encode() if event else None
         try:
@@ -59,4 +64,4 @@ class AuditLog:
                 except ValueError:
                     continue
                 if isinstance(record, dict) and (event is None or record.get("event") == event):
-                    yield record
+                    yield line, record

@@ -65,9 +65,11 @@ INTERNAL_EXIT_CODE = 3
 
 def error_payload(exc: BaseException) -> dict[str, str]:
     """What a user sees of any failure: our own message, or a one-line summary of a bug."""
+    from devclaw.redact import redact
+
     if isinstance(exc, DevclawError):
-        return {"type": exc.type, "message": exc.message}
-    return {"type": "internal", "message": f"internal error ({type(exc).__name__}): {exc}"}
+        return {"type": exc.type, "message": redact(exc.message)}
+    return {"type": "internal", "message": redact(f"internal error ({type(exc).__name__}): {exc}")}
 
 
 def exit_code(exc: BaseException) -> int:

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from devclaw.errors import ConfigError, NotFoundError, StateError
 from devclaw.workflow import Role
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 
@@ -68,8 +68,16 @@ class Project(CamelModel):
         return self.dev if role == "dev" else self.qa
 
 
+class HealthSettings(CamelModel):
+    #: A worker picked up this recently is not judged by its session yet (the spawn may be under way).
+    grace_minutes: float = Field(default=5, ge=0)
+    #: A worker active for longer than this is reported as stale.
+    stale_hours: float = Field(default=2, gt=0)
+
+
 class ProjectsFile(CamelModel):
     version: Literal[1] = SCHEMA_VERSION
+    health: HealthSettings = Field(default_factory=HealthSettings)
     #: Model alias -> full model id, overriding devclaw's defaults (see docs/CONFIGURATION.md).
     models: dict[str, str] = Field(default_factory=dict)
     projects: dict[str, Project] = Field(default_factory=dict)
@@ -155,7 +163,7 @@ def _atomic_write(path: Path, data: bytes, backup: Path) -> None:
             os.fsync(handle.fileno())
         if path.exists():
             _link_backup(path, backup)
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
@@ -173,7 +181,7 @@ def _link_backup(path: Path, backup: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.link(path, tmp)
-    os.replace(tmp, backup)
+    tmp.replace(backup)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -65,7 +65,11 @@ TRANSITIONS: dict[Label, dict[Event, Label]] = {
     Label.PLANNING: {Event.HUMAN: Label.TO_DO},
     Label.TO_DO: {Event.DEV_PICKUP: Label.DOING},
     Label.TO_IMPROVE: {Event.DEV_PICKUP: Label.DOING},
-    Label.DOING: {Event.DEV_DONE: Label.TO_TEST, Event.REVERT: Label.TO_DO, Event.REVERT_FIX: Label.TO_IMPROVE},
+    Label.DOING: {
+        Event.DEV_DONE: Label.TO_TEST,
+        Event.REVERT: Label.TO_DO,
+        Event.REVERT_FIX: Label.TO_IMPROVE,
+    },
     Label.TO_TEST: {Event.QA_PICKUP: Label.TESTING},
     Label.TESTING: {
         Event.QA_PASS: Label.DONE,

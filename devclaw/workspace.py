@@ -30,7 +30,7 @@ class Workspace:
     @classmethod
     def resolve(cls, option: str | None = None) -> Workspace:
         """``--workspace``, else ``$DEVCLAW_WORKSPACE``, else the current directory."""
-        chosen = option or os.environ.get(WORKSPACE_ENV) or os.getcwd()
+        chosen = option or os.environ.get(WORKSPACE_ENV) or Path.cwd()
         return cls(Path(chosen).expanduser().resolve())
 
     @property
@@ -44,6 +44,9 @@ class Workspace:
     @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(self.memory / "audit.log")
+
+    def now_iso(self) -> str:
+        return self.clock().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def tracker(self, project: Project) -> Tracker:
         return open_tracker(project, self.memory)

@@ -148,9 +148,7 @@ class LocalTracker:
 
     def ensure_labels(self) -> list[str]:
         with self._connect(write=True) as conn:
-            existing = {
-                name for (name,) in conn.execute("SELECT name FROM labels WHERE project = ?", (self.path,))
-            }
+            existing = {name for (name,) in conn.execute("SELECT name FROM labels WHERE project = ?", (self.path,))}
             missing = [label for label in Label if label.value not in existing]
             conn.executemany(
                 "INSERT INTO labels (project, name, color) VALUES (?, ?, ?)",

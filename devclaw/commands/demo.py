@@ -1,0 +1,107 @@
+"""``devclaw demo``: the whole pipeline on the embedded tracker, in a fresh workspace, in seconds."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from devclaw.commands.board import render
+from devclaw.commands.project import register_project
+from devclaw.state import Project
+from devclaw.tools import call_tool
+from devclaw.tools.queue import collect_queues
+from devclaw.workflow import Label
+from devclaw.workspace import Workspace
+
+GROUP = "-1001234567890"
+DEV_SESSION = "agent:devclaw:subagent:7f3c2a10-dev"
+QA_SESSION = "agent:devclaw:subagent:91be44d2-qa"
+ISSUES = (
+    ("Add login page", "A login form with email and password, posting to /api/login."),
+    ("Fix typo in footer", "The footer says 'Copyrigth'."),
+    ("Redesign session storage", "Move sessions from cookies to the database; a system-wide change."),
+)
+
+
+def register(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="play the whole pipeline on the embedded tracker")
+    demo.add_argument("--workspace", dest="demo_workspace", metavar="DIR", help="default: a new temporary folder")
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(ws: Workspace, args: argparse.Namespace) -> int:
+    chosen = args.demo_workspace or args.workspace
+    root = Path(chosen).expanduser().resolve() if chosen else Path(tempfile.mkdtemp(prefix="devclaw-demo-"))
+    Demo(Workspace(root)).play()
+    return 0
+
+
+class Demo:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def call(self, tool: str, **params: Any) -> dict[str, Any]:
+        result = call_tool(self.ws, tool, {"projectGroupId": GROUP, **params} if tool != "session_health" else params)
+        if "announcement" in result:
+            self.say(f"    [group] {result['announcement']}")
+        return result
+
+    def play(self) -> None:
+        ws = self.ws
+        self.say(f"devclaw demo in {ws.root}\n")
+        register_project(ws, GROUP, Project(name="webapp", group_name="Dev - Webapp"))
+        tracker = ws.tracker(ws.store.read().project(GROUP))
+        for title, description in ISSUES:
+            tracker.create_issue(title, description, (Label.TO_DO.value,))
+        self.say("1. Project 'webapp' registered on the embedded tracker, with 3 issues in To Do.")
+        self.first_issue_round_trip()
+        self.refine()
+        self.zombie()
+        self.say("\nThe board now:\n")
+        self.say("\n\n".join(render(row) for row in collect_queues(ws)))
+        self.say(f"\nFiles:\n  {ws.store.path}\n  {ws.audit.path}\n  {ws.memory / 'tracker.sqlite3'}")
+        self.say(f"\nTry:  jq -c 'select(.event==\"task_pickup\")' {ws.audit.path}")
+        self.say(f"      devclaw --workspace {ws.root} audit --issue 1")
+
+    def first_issue_round_trip(self) -> None:
+        self.say("\n2. DEV picks up #1; a new session is spawned and confirmed:")
+        pickup = self.call("task_pickup", issueId=1, role="dev")
+        self.say(f"    model {pickup['model']} ({pickup['modelReason']}); {pickup['labelTransition']}")
+        self.call("task_pickup_confirm", role="dev", sessionId=DEV_SESSION)
+        self.call("task_complete", role="dev", result="done", summary="Login form with validation")
+        self.say("\n3. QA tests #1 and finds a bug:")
+        self.call("task_pickup", issueId=1, role="qa")
+        self.call("task_pickup_confirm", role="qa", sessionId=QA_SESSION)
+        fail = self.call("task_complete", role="qa", result="fail", summary="Redirect after login is broken")
+        self.say(f"    devFixInstructions: {fail['devFixInstructions']}")
+        self.say("\n4. DEV fixes #1 in the same session; QA passes it:")
+        again = self.call("task_pickup", issueId=1, role="dev")
+        self.say(f"    sessionAction {again['sessionAction']} -> {again['sessionId']}")
+        self.call("task_complete", role="dev", result="done", summary="Redirect fixed")
+        self.call("task_pickup", issueId=1, role="qa")
+        self.call("task_complete", role="qa", result="pass")
+
+    def refine(self) -> None:
+        self.say("\n5. #2 goes through DEV; QA needs a human decision:")
+        self.call("task_pickup", issueId=2, role="dev")
+        self.call("task_complete", role="dev", result="done", summary="Typo fixed")
+        self.call("task_pickup", issueId=2, role="qa")
+        self.call("task_complete", role="qa", result="refine", summary="Unclear whether the year should be dynamic")
+
+    def zombie(self) -> None:
+        self.say("\n6. DEV picks up #3, then its session dies:")
+        self.call("task_pickup", issueId=3, role="dev")
+        later = replace(self.ws, clock=lambda: self.ws.clock() + timedelta(minutes=10))
+        self.say("    ten minutes later, sessions_list shows only the QA session; session_health repairs it:")
+        health = call_tool(later, "session_health", {"activeSessions": [QA_SESSION], "autoFix": True})
+        for issue in health["issues"]:
+            fixed = "fixed" if issue.get("fixed") else "not fixed"
+            reverted = ", label reverted to To Do" if issue.get("labelReverted") else ""
+            self.say(f"    {issue['severity']} {issue['type']}: {issue['message']} ({fixed}{reverted})")

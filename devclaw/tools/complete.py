@@ -1,0 +1,158 @@
+"""task_complete: a worker reports its result; the issue moves on and the worker is freed."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import Field
+
+from devclaw.errors import InputError, WorkflowError
+from devclaw.git import pull_ff_only
+from devclaw.model_selection import select_model
+from devclaw.state import Project
+from devclaw.tools.base import Tool, ToolInput, ToolResult
+from devclaw.tools.common import GroupId, RoleParam, commit_or_undo, fit_message, role_name, with_summary
+from devclaw.trackers.base import Issue
+from devclaw.workflow import ACTIVE_LABEL, ISSUE_STATE_AFTER, RESULT_EVENT, Event, Result, Role, next_label
+from devclaw.workspace import Workspace
+
+
+class TaskCompleteInput(ToolInput):
+    role: RoleParam
+    result: Result = Field(description='dev: "done"; qa: "pass", "fail" or "refine".')
+    project_group_id: GroupId
+    summary: str | None = Field(default=None, description="One line on what was done or what is wrong.")
+
+
+class TaskCompleteResult(ToolResult):
+    success: bool
+    project: str
+    group_id: str
+    issue_id: int
+    role: Role
+    result: Result
+    label_transition: str
+    announcement: str
+    git_pull: str | None = None
+    issue_closed: bool | None = None
+    issue_reopened: bool | None = None
+    dev_fix_instructions: str | None = None
+    dev_session_id: str | None = None
+    dev_model: str | None = None
+
+
+def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResult:
+    """Complete the active DEV or QA task with its result. dev "done": Doing -> To Test (and git pull of
+    the project repo). qa "pass": Testing -> Done and the issue is closed; "fail": Testing -> To Improve,
+    the issue is reopened and devFixInstructions say how to send it back to DEV; "refine": Testing ->
+    Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
+    the announcement to post to the group."""
+    role, outcome = params.role, params.result
+    event = _event(role, outcome)
+    with ws.store.locked() as state:
+        project = state.project(params.project_group_id)
+        worker = project.worker(role)
+        if not worker.active:
+            raise WorkflowError(f"{role_name(role)} worker is not active on {project.name}. Nothing to complete.")
+        tracker = ws.tracker(project)
+        issue = tracker.get_issue(_active_issue(worker.issue_id, role, project))
+        if issue.label != ACTIVE_LABEL[role]:
+            raise WorkflowError(
+                f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{ACTIVE_LABEL[role]}": '
+                "it was moved outside devclaw. Run session_health to reconcile the worker."
+            )
+        target = next_label(issue.label, event)
+        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(event))
+        worker.deactivate()
+        commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
+        result = _result(project, params, issue, f"{issue.label} → {target}", moved)
+        if event is Event.QA_FAIL:
+            _add_fix_instructions(result, project, issue, params, state.models)
+    if event is Event.DEV_DONE:
+        # Outside the lock: a slow remote must not hold up other projects' calls for 30 s.
+        result.git_pull = pull_ff_only(project.repo)
+    ws.audit.append(
+        "task_complete",
+        project=project.name,
+        groupId=params.project_group_id,
+        issue=issue.id,
+        role=role,
+        result=outcome,
+        summary=params.summary,
+        labelTransition=result.label_transition,
+        gitPull=result.git_pull,
+    )
+    return result
+
+
+def _event(role: Role, outcome: Result) -> Event:
+    try:
+        return RESULT_EVENT[role][outcome]
+    except KeyError:
+        if role == "dev":
+            raise InputError(f'DEV can only complete with result "done", got "{outcome}"') from None
+        raise InputError('QA cannot use result "done". Use "pass", "fail", or "refine".') from None
+
+
+def _active_issue(stored: str | None, role: Role, project: Project) -> int:
+    if stored is None or not stored.isdigit():
+        raise WorkflowError(
+            f"{role_name(role)} worker on {project.name} is active but has no valid issue ({stored!r}). "
+            "Run session_health with autoFix to reset it."
+        )
+    return int(stored)
+
+
+_ANNOUNCEMENTS: dict[Result, str] = {
+    "done": "✅ DEV done #{id}{summary}. Moved to QA queue.",
+    "pass": "🎉 QA PASS #{id}{summary}. Issue closed.",
+    "fail": "❌ QA FAIL #{id}{summary}. Sent back to DEV.",
+    "refine": "🤔 QA REFINE #{id}{summary}. Awaiting human decision.",
+}
+
+
+def _result(
+    project: Project, params: TaskCompleteInput, issue: Issue, transition: str, moved: Issue
+) -> TaskCompleteResult:
+    announcement = _ANNOUNCEMENTS[params.result].format(id=issue.id, summary=with_summary(params.summary))
+    result = TaskCompleteResult(
+        success=True,
+        project=project.name,
+        group_id=params.project_group_id,
+        issue_id=issue.id,
+        role=params.role,
+        result=params.result,
+        label_transition=transition,
+        announcement=fit_message(announcement),
+    )
+    if params.result == "pass":
+        result.issue_closed = moved.state == "closed"
+    if params.result == "fail":
+        result.issue_reopened = issue.state == "closed" and moved.state == "open"
+    return result
+
+
+def _add_fix_instructions(
+    result: TaskCompleteResult,
+    project: Project,
+    issue: Issue,
+    params: TaskCompleteInput,
+    models: dict[str, str],
+) -> None:
+    choice = select_model(issue.title, issue.description, "dev", models=models)
+    result.dev_model, result.dev_session_id = choice.alias, project.dev.session_id
+    pickup = {"issueId": issue.id, "role": "dev", "projectGroupId": params.project_group_id}
+    session = (
+        f"the existing DEV session {project.dev.session_id} gets it"
+        if project.dev.session_id
+        else "a new DEV session is spawned"
+    )
+    feedback = params.summary.strip() if params.summary and params.summary.strip() else "(no details given)"
+    result.dev_fix_instructions = (
+        f"Issue #{issue.id} is back in To Improve. To send it back to DEV now, call task_pickup with "
+        f"{json.dumps(pickup)} and follow its instructions ({session}); add this QA feedback to the task "
+        f"message: {feedback}"
+    )
+
+
+COMPLETE = Tool("task_complete", TaskCompleteInput, task_complete, mutating=True)
