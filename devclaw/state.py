@@ -181,7 +181,11 @@ def _link_backup(path: Path, backup: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.link(path, tmp)
-    tmp.replace(backup)
+    try:
+        tmp.replace(backup)
+    except OSError:
+        tmp.unlink()
+        raise
 
 
 def _describe(exc: ValidationError) -> str:

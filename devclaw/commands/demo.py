@@ -11,6 +11,7 @@ from typing import Any
 
 from devclaw.commands.board import render
 from devclaw.commands.project import register_project
+from devclaw.errors import DevclawError
 from devclaw.state import Project
 from devclaw.tools import call_tool
 from devclaw.tools.queue import collect_queues
@@ -75,6 +76,10 @@ class Demo:
         pickup = self.call("task_pickup", issueId=1, role="dev")
         self.say(f"    model {pickup['model']} ({pickup['modelReason']}); {pickup['labelTransition']}")
         self.call("task_pickup_confirm", role="dev", sessionId=DEV_SESSION)
+        try:
+            self.call("task_pickup", issueId=2, role="dev")
+        except DevclawError as exc:
+            self.say(f"    a second DEV pickup is refused: {exc.message}")
         self.call("task_complete", role="dev", result="done", summary="Login form with validation")
         self.say("\n3. QA tests #1 and finds a bug:")
         self.call("task_pickup", issueId=1, role="qa")

@@ -1,0 +1,131 @@
+"""projects.json: validation, migration of DevClaw's shape, atomic locked writes, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import filelock
+import pytest
+
+from devclaw.errors import ConfigError, StateError
+from devclaw.state import ProjectStore
+from devclaw.tools import call_tool
+from devclaw.trackers.local import LocalTracker
+from devclaw.workflow import Label
+from devclaw.workspace import Workspace
+from tests.conftest import GROUP, PYTHON, add_local_project, local_tracker, new_issue
+
+DEVCLAW_SHAPE = {
+    "projects": {
+        GROUP: {
+            "name": "webapp", "repo": "~/git/webapp", "groupName": "Dev - Webapp", "deployUrl": "",
+            "baseBranch": "main", "deployBranch": "main",
+            "dev": {"active": True, "sessionId": "agent:main:subagent:abc", "issueId": "42",
+                    "startTime": "2026-02-01T10:00:00.000Z", "model": "sonnet"},
+            "qa": {"active": False, "sessionId": None, "issueId": None, "startTime": None, "model": None},
+        }
+    }
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{not json", "Invalid JSON"),
+        ('{"version": 1, "projects": {"-1": {"name": "x", "dev": {"active": "maybe"}}}}', "projects.-1.dev.active"),
+        ('{"version": 2, "projects": {}}', "version: Input should be 1"),
+        ('{"version": 1, "projects": {"-1": {"name": "x", "tracker": {"provider": "jira"}}}}', "tracker.provider"),
+        ('{"version": 1, "projects": {"-1": {"name": "x", "colour": "blue"}}}', "colour: Extra inputs"),
+    ],
+)
+def test_bad_file_is_a_clear_error_and_untouched(ws: Workspace, content: str, problem: str) -> None:
+    ws.store.path.write_text(content)
+    for tool, params in [("queue_status", {}), ("task_pickup", {"issueId": 1, "role": "dev", "projectGroupId": "-1"}),
+                         ("session_health", {"autoFix": True})]:  # fmt: skip
+        with pytest.raises(ConfigError) as caught:
+            call_tool(ws, tool, params)
+        assert str(ws.store.path) in caught.value.message and problem in caught.value.message
+    assert ws.store.path.read_text() == content
+    assert not ws.store.backup_path.exists()
+
+
+def test_devclaw_shaped_file_loads_and_is_rewritten_only_on_change(ws: Workspace) -> None:
+    original = json.dumps(DEVCLAW_SHAPE, indent=2)
+    ws.store.path.write_text(original)
+    state = ws.store.read()
+    project = state.project(GROUP)
+    assert project.tracker.provider == "gitlab" and project.dev.issue_id == "42" and state.version == 1
+    status = call_tool(ws, "session_health", {})  # read-only: must not rewrite the file
+    assert status["issuesFound"] >= 1 and ws.store.path.read_text() == original
+    with ws.store.locked() as locked:
+        locked.project(GROUP).dev.deactivate()
+        ws.store.write(locked)
+    written = json.loads(ws.store.path.read_text())
+    assert written["version"] == 1 and written["projects"][GROUP]["tracker"]["provider"] == "gitlab"
+    assert written["projects"][GROUP]["dev"]["sessionId"] == "agent:main:subagent:abc"
+    assert ws.store.backup_path.read_text() == original
+
+
+def test_lock_timeout_is_a_clear_error(ws: Workspace, tracker: LocalTracker) -> None:
+    store = ProjectStore(ws.store.path, lock_timeout=0.2)
+    holder = filelock.FileLock(str(ws.store.path) + ".lock")
+    with holder, pytest.raises(StateError, match=r"locked by another devclaw call \(waited 0.2 s\)"), store.locked():
+        pass
+
+
+def test_lock_timeout_from_environment(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVCLAW_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="DEVCLAW_LOCK_TIMEOUT must be a number of seconds, got 'soon'"):
+        Workspace(ws.root).store  # noqa: B018 (the property raises)
+
+
+RACE = """
+import json, sys
+from pathlib import Path
+from devclaw.errors import DevclawError
+from devclaw.tools import call_tool
+from devclaw.workspace import Workspace
+ws = Workspace(Path(sys.argv[1]))
+try:
+    result = call_tool(ws, "task_pickup", {"issueId": int(sys.argv[2]), "role": "dev", "projectGroupId": sys.argv[3]})
+    print(json.dumps({"won": result["issueId"]}))
+except DevclawError as exc:
+    print(json.dumps({"lost": exc.message}))
+"""
+
+
+def test_eight_processes_race_for_one_worker(ws: Workspace, tracker: LocalTracker) -> None:
+    issues = [new_issue(tracker, f"issue {n}") for n in range(8)]
+    procs = [subprocess.Popen([PYTHON, "-c", RACE, str(ws.root), str(i), GROUP], stdout=subprocess.PIPE, text=True)
+             for i in issues]  # fmt: skip
+    outcomes = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    winners = [o["won"] for o in outcomes if "won" in o]
+    assert len(winners) == 1, outcomes
+    assert all("DEV worker already active on webapp" in o["lost"] for o in outcomes if "lost" in o)
+    state = ws.store.read()
+    assert state.project(GROUP).dev.issue_id == str(winners[0])
+    assert [i for i in issues if tracker.get_issue(i).label is Label.DOING] == winners
+    records = [json.loads(line) for line in ws.audit.path.read_text().splitlines()]
+    assert sum(r["event"] == "task_pickup" for r in records) == 1
+    assert sum(r["event"] == "error" for r in records) == 7
+
+
+def test_concurrent_updates_to_different_projects_are_all_kept(ws: Workspace) -> None:
+    groups = [f"-100{n}" for n in range(8)]
+    for n, group in enumerate(groups):
+        add_local_project(ws, group, f"p{n}")
+        new_issue(local_tracker(ws, f"p{n}"))
+    procs = [subprocess.Popen([PYTHON, "-c", RACE, str(ws.root), "1", g], stdout=subprocess.PIPE, text=True)
+             for g in groups]  # fmt: skip
+    outcomes = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert all("won" in o for o in outcomes), outcomes
+    state = ws.store.read()
+    assert all(state.project(g).dev.active for g in groups)
+
+
+def test_no_temp_files_left_behind(ws: Workspace, tracker: LocalTracker) -> None:
+    call_tool(ws, "task_pickup", {"issueId": new_issue(tracker), "role": "dev", "projectGroupId": GROUP})
+    leftovers = [p.name for p in Path(ws.memory).iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
