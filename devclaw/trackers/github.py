@@ -1,0 +1,200 @@
+"""GitHub issues through PyGithub (https://docs.github.com/en/rest/issues).
+
+Cost of each method, in requests: ``get_issue`` 1 GET; ``move_issue`` 1 PATCH carrying the whole label
+set and the state (GitHub has no add/remove in one request: the set is the issue's labels as just read,
+workflow labels swapped, everything else kept); ``list_issues`` 1 GET per 100 issues and pull requests;
+``create_issue`` and ``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label.
+The client is lazy: resolving the repository costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import github
+import requests
+from github.GithubObject import GithubObject
+from github.Issue import Issue as GithubIssue
+
+from devclaw.errors import DevclawError
+from devclaw.trackers.base import Issue, relabel
+from devclaw.trackers.remote import (
+    DEFAULT_POLICY,
+    Endpoint,
+    HttpPolicy,
+    Secret,
+    derive_path,
+    read_token,
+    short_detail,
+)
+from devclaw.workflow import COLOURS, IssueState, Label
+
+if TYPE_CHECKING:
+    from devclaw.state import Project
+
+# GitHub records why an issue was closed or reopened; a state change by devclaw is always one of these.
+_STATE_REASON: dict[IssueState, str] = {"open": "reopened", "closed": "completed"}
+
+
+class GitHubTracker:
+    """The issues of one GitHub repository (``owner/name``)."""
+
+    PROVIDER = "GitHub"
+    DEFAULT_URL = "https://api.github.com"
+    DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
+    SCOPES = 'the repo scope (classic token) or "Issues: read and write" on the repository (fine-grained)'
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        token: Secret,
+        token_env: str = DEFAULT_TOKEN_ENV,
+        base_url: str = DEFAULT_URL,
+        policy: HttpPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.path = path
+        self.base_url = base_url.rstrip("/")
+        self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
+        self._token = token
+        self._gh = github.Github(
+            auth=github.Auth.Token(token.reveal()),
+            base_url=self.base_url,
+            timeout=max(1, math.ceil(policy.timeout)),  # PyGithub takes whole seconds only
+            retry=policy.retry(),
+            per_page=100,
+            # PyGithub waits 0.25 s before every request and 1 s before every write by default, to stay
+            # clear of GitHub's secondary limits (80 writes a minute). A devclaw call makes one read and
+            # one write, and `project add` at most 8 label writes, so the waits would only slow a pickup
+            # down; when GitHub does throttle, it says so (403/429 with Retry-After) and TransientRetry
+            # waits as told.
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,
+        )
+        self._repo = self._gh.get_repo(path)
+
+    @classmethod
+    def from_project(
+        cls, project: Project, *, environ: Mapping[str, str] = os.environ, policy: HttpPolicy = DEFAULT_POLICY
+    ) -> GitHubTracker:
+        """The tracker of a project in projects.json; reads the token variable, makes no request."""
+        config = project.tracker
+        base_url = (config.base_url or cls.DEFAULT_URL).rstrip("/")
+        token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
+        token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
+        path = config.path or derive_path(project.repo, provider=cls.PROVIDER, segments=2)
+        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
+
+    def __repr__(self) -> str:
+        return f"GitHubTracker({self.path!r}, base_url={self.base_url!r})"
+
+    def get_issue(self, issue_id: int) -> Issue:
+        """``GET /repos/{owner}/{repo}/issues/{number}``"""
+        with self._request(f"reading issue #{issue_id}", issue_id=issue_id):
+            found = self._repo.get_issue(issue_id).complete()
+        if _is_pull_request(found):
+            raise self.endpoint.issue_not_found(issue_id)
+        return _issue(found)
+
+    def list_issues(self, label: Label | None = None) -> list[Issue]:
+        """``GET /repos/{owner}/{repo}/issues?state=open&labels=...``, every page, pull requests dropped."""
+        labels = [label.value] if label is not None else github.GithubObject.NotSet
+        operation = f'listing open "{label}" issues' if label else "listing open issues"
+        with self._request(operation):
+            pages = self._repo.get_issues(state="open", labels=labels, sort="created", direction="asc")
+            return [_issue(found) for found in pages if not _is_pull_request(found)]
+
+    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+        """``PATCH /repos/{owner}/{repo}/issues/{number}`` with ``labels`` (and ``state``)."""
+        change: dict[str, Any] = {"labels": list(relabel(issue.labels, target))}
+        if state is not None:
+            change.update(state=state, state_reason=_STATE_REASON[state])
+        lazy_issue = self._repo.get_issue(issue.id)
+        with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
+            lazy_issue.edit(**change)
+        return _issue(lazy_issue)
+
+    def create_issue(self, title: str, description: str, labels: tuple[str, ...]) -> Issue:
+        """``POST /repos/{owner}/{repo}/issues``"""
+        with self._request("creating an issue", resent=False):
+            created = self._repo.create_issue(title=title, body=description, labels=list(labels))
+        return _issue(created)
+
+    def add_comment(self, issue_id: int, body: str) -> None:
+        """``POST /repos/{owner}/{repo}/issues/{number}/comments``"""
+        lazy_issue = self._repo.get_issue(issue_id)
+        with self._request(f"commenting on issue #{issue_id}", issue_id=issue_id, resent=False):
+            lazy_issue.create_comment(body)
+
+    def ensure_labels(self) -> list[str]:
+        """``GET /repos/{owner}/{repo}/labels``, then ``POST`` each missing one."""
+        with self._request("listing labels"):
+            existing = {found.name for found in self._repo.get_labels()}
+        created = []
+        for label in Label:
+            if label.value not in existing and self._create_label(label):
+                created.append(label.value)
+        return created
+
+    def _create_label(self, label: Label) -> bool:
+        """Create ``label``; False when someone else created it since we listed (422 already_exists)."""
+        try:
+            with self._request(f'creating label "{label}"', resent=False):
+                self._repo.create_label(label.value, COLOURS[label].lstrip("#"))
+        except DevclawError as exc:
+            if getattr(exc, "status", None) == 422 and "already_exists" in str(exc):
+                return False
+            raise
+        return True
+
+    @contextlib.contextmanager
+    def _request(self, operation: str, *, issue_id: int | None = None, resent: bool = True) -> Iterator[None]:
+        """Convert PyGithub's and requests' errors for ``operation``.
+
+        A 404 means the issue ``issue_id`` when given, else the repository (GitHub's 404 does not say
+        which). ``resent`` says whether a lost request is retried (False for a POST).
+        """
+        try:
+            yield
+        except github.GithubException as exc:
+            raise self._http_error(exc, operation, issue_id) from exc
+        except requests.RequestException as exc:
+            raise self.endpoint.unreachable(operation, exc, resent=resent) from exc
+
+    def _http_error(self, exc: github.GithubException, operation: str, issue_id: int | None) -> DevclawError:
+        if exc.status == 404:
+            return self.endpoint.project_not_found() if issue_id is None else self.endpoint.issue_not_found(issue_id)
+        detail = self._token.scrub(short_detail(_detail(exc)))
+        return self.endpoint.http_error(operation, exc.status, exc.headers or {}, detail)
+
+
+def _issue(found: GithubIssue) -> Issue:
+    # Every attribute read here is in the JSON of a listing, so none triggers PyGithub's lazy completion.
+    return Issue(
+        id=found.number,
+        title=found.title or "",
+        description=found.body or "",
+        state="closed" if found.state == "closed" else "open",
+        labels=tuple(label.name for label in found.labels),
+        url=found.html_url,
+    )
+
+
+def _is_pull_request(found: GithubObject) -> bool:
+    # The issues endpoint lists pull requests too, marked by a "pull_request" key. PyGithub's public
+    # ``pull_request`` and ``raw_data`` would each re-fetch an item of a listing (PyGithub marks those
+    # incomplete): one GET per issue. The JSON the listing returned is all we need.
+    raw: dict[str, Any] = found._rawData
+    return raw.get("pull_request") is not None
+
+
+def _detail(exc: github.GithubException) -> str:
+    data = exc.data if isinstance(exc.data, dict) else {}
+    message = str(data.get("message") or exc.message or "")
+    codes = [str(error.get("code")) for error in data.get("errors") or [] if isinstance(error, dict)]
+    return f"{message} ({', '.join(codes)})" if codes else message

@@ -1,0 +1,193 @@
+"""GitLab issues through python-gitlab (https://docs.gitlab.com/api/issues/).
+
+Cost of each method, in requests: ``get_issue`` 1 GET; ``move_issue`` 1 PUT (``add_labels`` +
+``remove_labels`` + ``state_event``: no read-modify-write of the label list, so labels set by people or
+other tools in the meantime survive); ``list_issues`` 1 GET per 100 issues; ``create_issue`` and
+``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label. The project object is lazy:
+resolving it costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import gitlab
+import requests
+
+from devclaw.errors import DevclawError
+from devclaw.trackers.base import Issue
+from devclaw.trackers.remote import (
+    DEFAULT_POLICY,
+    Endpoint,
+    HttpPolicy,
+    Secret,
+    derive_path,
+    http_session,
+    read_token,
+    short_detail,
+)
+from devclaw.workflow import COLOURS, IssueState, Label
+
+if TYPE_CHECKING:
+    from devclaw.state import Project
+
+# python-gitlab retries a 429 by itself, sleeping for any Retry-After however long, and 5xx when asked.
+# TransientRetry, mounted under its session, already retries with our bounds: one layer, not two.
+_NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
+_STATE_EVENT: dict[IssueState, str] = {"open": "reopen", "closed": "close"}
+
+
+class GitLabTracker:
+    """The issues of one GitLab project (``group/subgroup/project``)."""
+
+    PROVIDER = "GitLab"
+    DEFAULT_URL = "https://gitlab.com"
+    DEFAULT_TOKEN_ENV = "GITLAB_TOKEN"
+    SCOPES = "the api scope and at least the Reporter role on the project"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        token: Secret,
+        token_env: str = DEFAULT_TOKEN_ENV,
+        base_url: str = DEFAULT_URL,
+        policy: HttpPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.path = path
+        self.base_url = base_url.rstrip("/")
+        self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
+        self._token = token
+        # GitLab's errors carry no headers; the session keeps those of the last refused reply so a
+        # rate-limit error can say when the limit resets.
+        self._failed_reply: Mapping[str, str] = {}
+        session = http_session(policy, on_failure=self._remember_failure)
+        self._gl = gitlab.Gitlab(
+            self.base_url,
+            private_token=token.reveal(),
+            timeout=policy.timeout,
+            per_page=100,
+            retry_transient_errors=False,
+            session=session,
+        )
+        self._project = self._gl.projects.get(path, lazy=True)
+
+    @classmethod
+    def from_project(
+        cls, project: Project, *, environ: Mapping[str, str] = os.environ, policy: HttpPolicy = DEFAULT_POLICY
+    ) -> GitLabTracker:
+        """The tracker of a project in projects.json; reads the token variable, makes no request."""
+        config = project.tracker
+        base_url = (config.base_url or cls.DEFAULT_URL).rstrip("/")
+        token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
+        token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
+        path = config.path or derive_path(project.repo, provider=cls.PROVIDER, url_prefix=urlsplit(base_url).path)
+        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
+
+    def __repr__(self) -> str:
+        return f"GitLabTracker({self.path!r}, base_url={self.base_url!r})"
+
+    def get_issue(self, issue_id: int) -> Issue:
+        """``GET /projects/:id/issues/:iid``"""
+        with self._request(f"reading issue #{issue_id}", issue_id=issue_id):
+            found = self._project.issues.get(issue_id, **_NO_LIBRARY_RETRIES)
+        return self._issue(found.attributes)
+
+    def list_issues(self, label: Label | None = None) -> list[Issue]:
+        """``GET /projects/:id/issues?state=opened&labels=...``, following every page."""
+        query: dict[str, Any] = {"state": "opened", "order_by": "created_at", "sort": "asc", "per_page": 100}
+        if label is not None:
+            query["labels"] = [label.value]
+        operation = f'listing open "{label}" issues' if label else "listing open issues"
+        with self._request(operation):
+            pages = self._project.issues.list(iterator=True, **query, **_NO_LIBRARY_RETRIES)
+            return [self._issue(found.attributes) for found in pages]
+
+    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+        """``PUT /projects/:id/issues/:iid`` with ``add_labels``, ``remove_labels``, ``state_event``."""
+        change = {
+            "add_labels": target.value,
+            "remove_labels": ",".join(label.value for label in Label if label is not target),
+        }
+        if state is not None:
+            change["state_event"] = _STATE_EVENT[state]
+        with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
+            updated = self._project.issues.update(issue.id, change, **_NO_LIBRARY_RETRIES)
+        return self._issue(updated)
+
+    def create_issue(self, title: str, description: str, labels: tuple[str, ...]) -> Issue:
+        """``POST /projects/:id/issues``"""
+        data = {"title": title, "description": description, "labels": ",".join(labels)}
+        with self._request("creating an issue", resent=False):
+            created = self._project.issues.create(data, **_NO_LIBRARY_RETRIES)
+        return self._issue(created.attributes)
+
+    def add_comment(self, issue_id: int, body: str) -> None:
+        """``POST /projects/:id/issues/:iid/notes``"""
+        issue = self._project.issues.get(issue_id, lazy=True)
+        with self._request(f"commenting on issue #{issue_id}", issue_id=issue_id, resent=False):
+            issue.notes.create({"body": body}, **_NO_LIBRARY_RETRIES)
+
+    def ensure_labels(self) -> list[str]:
+        """``GET /projects/:id/labels`` (group labels included), then ``POST`` each missing one."""
+        with self._request("listing labels"):
+            existing = {found.name for found in self._project.labels.list(iterator=True, **_NO_LIBRARY_RETRIES)}
+        created = []
+        for label in Label:
+            if label.value not in existing and self._create_label(label):
+                created.append(label.value)
+        return created
+
+    def _create_label(self, label: Label) -> bool:
+        """Create ``label``; False when someone else created it since we listed (409)."""
+        data = {"name": label.value, "color": COLOURS[label]}
+        try:
+            with self._request(f'creating label "{label}"', resent=False):
+                self._project.labels.create(data, **_NO_LIBRARY_RETRIES)
+        except DevclawError as exc:
+            if getattr(exc, "status", None) == 409:
+                return False
+            raise
+        return True
+
+    def _issue(self, data: Mapping[str, Any]) -> Issue:
+        iid = int(data["iid"])
+        return Issue(
+            id=iid,
+            title=data.get("title") or "",
+            description=data.get("description") or "",
+            # GitLab says "opened" (and "locked" for a locked open issue).
+            state="closed" if data.get("state") == "closed" else "open",
+            labels=tuple(data.get("labels") or ()),
+            url=data.get("web_url") or f"{self.base_url}/{self.path}/-/issues/{iid}",
+        )
+
+    def _remember_failure(self, reply: requests.Response) -> None:
+        self._failed_reply = dict(reply.headers)
+
+    @contextlib.contextmanager
+    def _request(self, operation: str, *, issue_id: int | None = None, resent: bool = True) -> Iterator[None]:
+        """Convert python-gitlab's and requests' errors for ``operation``.
+
+        A 404 means the issue ``issue_id`` when given (unless GitLab says the project is missing),
+        else the project. ``resent`` says whether a lost request is retried (False for a POST).
+        """
+        self._failed_reply = {}
+        try:
+            yield
+        except gitlab.GitlabError as exc:
+            raise self._http_error(exc, operation, issue_id) from exc
+        except requests.RequestException as exc:
+            raise self.endpoint.unreachable(operation, exc, resent=resent) from exc
+
+    def _http_error(self, exc: gitlab.GitlabError, operation: str, issue_id: int | None) -> DevclawError:
+        detail = self._token.scrub(short_detail(str(exc.error_message)))
+        if exc.response_code == 404:
+            if issue_id is None or "project" in detail.lower():
+                return self.endpoint.project_not_found()
+            return self.endpoint.issue_not_found(issue_id)
+        return self.endpoint.http_error(operation, exc.response_code, self._failed_reply, detail)

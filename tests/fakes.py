@@ -1,0 +1,445 @@
+"""Stateful fakes of the GitLab and GitHub REST APIs, for the real python-gitlab and PyGithub clients.
+
+A fake is plain state (projects with issues, labels, comments) plus ``handle(method, url, headers, body)
+-> Reply``: it checks the token, applies PUT/PATCH/POST bodies, paginates with ``Link`` headers, logs every
+request it receives and plays injected faults. The same fake is mounted two ways:
+
+- ``mount_responses(fake)``: on ``responses`` callbacks, for fast tests (responses replays urllib3's
+  status retries, but not its retries after a lost connection);
+- ``FakeServer(fake, delay=...)``: a threaded ``http.server`` on 127.0.0.1, for the tests of timeouts and
+  reset connections (real sockets, real urllib3) and for the benchmark (a fixed delay per request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+import requests
+import responses
+
+JSON = Any
+FaultKind = Literal["status", "reset", "stall"]
+
+
+@dataclass
+class FakeIssue:
+    number: int
+    title: str
+    description: str = ""
+    state: Literal["open", "closed"] = "open"
+    labels: list[str] = field(default_factory=list)
+    pull_request: bool = False  # GitHub lists pull requests among issues
+    milestone: str | None = None
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeProject:
+    issues: dict[int, FakeIssue] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # name -> colour as the server stores it
+
+    def add(self, title: str, labels: list[str] | tuple[str, ...] = (), **fields: Any) -> int:
+        number = max(self.issues, default=0) + 1
+        self.issues[number] = FakeIssue(number, title, labels=list(labels), **fields)
+        return number
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: JSON
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    status: int = 503
+    headers: dict[str, str] = field(default_factory=dict)
+    body: JSON = None
+    seconds: float = 0.0
+    method: str | None = None  # only requests with this method; any when None
+
+
+class _Error(Exception):
+    def __init__(self, status: int, payload: JSON) -> None:
+        self.status, self.payload = status, payload
+
+
+class FakeTracker:
+    """What both fakes share: projects, the token check, the request log and the faults."""
+
+    token_header: str
+    api_prefix: str
+
+    def __init__(self, path: str, token: str = "fake-token-1234567890") -> None:
+        self.path = path
+        self.token = token
+        self.projects: dict[str, FakeProject] = {path: FakeProject()}
+        self.log: list[LoggedRequest] = []
+        self.faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    @property
+    def project(self) -> FakeProject:
+        return self.projects[self.path]
+
+    # --- faults ----------------------------------------------------------------------------------
+    def fail(self, status: int, *, times: int = 1, headers: Mapping[str, str] | None = None,
+             body: JSON = None, method: str | None = None) -> None:  # fmt: skip
+        """The next ``times`` matching requests get ``status``."""
+        for _ in range(times):
+            self.faults.append(Fault("status", status, dict(headers or {}), body, method=method))
+
+    def reset(self, *, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` matching requests lose their connection after the server read them."""
+        self.faults.extend(Fault("reset", method=method) for _ in range(times))
+
+    def stall(self, seconds: float, *, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` matching requests are answered only after ``seconds``."""
+        self.faults.extend(Fault("stall", seconds=seconds, method=method) for _ in range(times))
+
+    def _next_fault(self, method: str) -> Fault | None:
+        for index, fault in enumerate(self.faults):
+            if fault.method in (None, method):
+                return self.faults.pop(index)
+        return None
+
+    # --- the log -----------------------------------------------------------------------------------
+    def requests(self, method: str | None = None) -> list[LoggedRequest]:
+        return [entry for entry in self.log if method is None or entry.method == method]
+
+    def count(self) -> int:
+        return len(self.log)
+
+    # --- handling ----------------------------------------------------------------------------------
+    def handle(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> FakeReply:
+        """One request, applied to the state; the reply says how the mount must deliver it."""
+        parts = urlsplit(url)
+        base = f"{parts.scheme}://{parts.netloc}"
+        path = parts.path.removeprefix(self.api_prefix)
+        query = dict(parse_qsl(parts.query))
+        payload = json.loads(body) if body else None
+        with self._lock:
+            self.log.append(LoggedRequest(method, path, query, payload))
+            fault = self._next_fault(method)
+            if fault is not None and fault.kind == "status":
+                return _reply(fault.status, fault.body or {"message": f"injected {fault.status}"}, fault.headers)
+            reply = self._answer(method, path, query, payload, base, headers)
+        # A reset or a stall hits after the server acted: the worst case for a client that resends.
+        if fault is not None:
+            reply.reset, reply.stall = fault.kind == "reset", fault.seconds
+        return reply
+
+    def _answer(self, method: str, path: str, query: dict[str, str], body: JSON, base: str,
+                headers: Mapping[str, str]) -> FakeReply:  # fmt: skip
+        credentials = headers.get(self.token_header, "")
+        if credentials.removeprefix("token ").removeprefix("Bearer ") != self.token:
+            return _reply(401, self.unauthorized())
+        try:
+            status, result, extra = self.route(method, path, query, body, base)
+        except _Error as error:
+            return _reply(error.status, error.payload)
+        return _reply(status, result, extra)
+
+    def unauthorized(self) -> JSON:
+        raise NotImplementedError
+
+    def route(self, method: str, path: str, query: dict[str, str], body: JSON,
+              base: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
+        raise NotImplementedError
+
+
+@dataclass
+class FakeReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    reset: bool = False  # drop the connection instead of answering
+    stall: float = 0.0  # answer this many seconds late
+
+
+def _reply(status: int, payload: JSON, headers: Mapping[str, str] | None = None) -> FakeReply:
+    return FakeReply(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(payload).encode())
+
+
+def _page(items: list[JSON], query: dict[str, str], base: str, path: str,
+          prefix: str) -> tuple[list[JSON], dict[str, str]]:  # fmt: skip
+    per_page = int(query.get("per_page", 20))
+    page = int(query.get("page", 1))
+    chunk = items[(page - 1) * per_page : page * per_page]
+    headers = {"X-Page": str(page), "X-Per-Page": str(per_page), "X-Total": str(len(items))}
+    if page * per_page < len(items):
+        following = urlencode({**query, "page": str(page + 1)})
+        headers["Link"] = f'<{base}{prefix}{path}?{following}>; rel="next"'
+        headers["X-Next-Page"] = str(page + 1)
+    return chunk, headers
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item for item in (value or "").split(",") if item]
+
+
+class FakeGitLab(FakeTracker):
+    """GitLab's /api/v4: issues (by iid), notes, labels; add_labels/remove_labels/state_event on PUT."""
+
+    token_header = "PRIVATE-TOKEN"
+    api_prefix = "/api/v4"
+
+    def unauthorized(self) -> JSON:
+        return {"message": "401 Unauthorized"}
+
+    def route(self, method: str, path: str, query: dict[str, str], body: JSON,
+              base: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
+        segments = [unquote(part) for part in path.strip("/").split("/")]
+        if len(segments) < 3 or segments[0] != "projects":
+            raise _Error(404, {"message": "404 Not Found"})
+        project = self.projects.get(segments[1])
+        if project is None:
+            raise _Error(404, {"message": "404 Project Not Found"})
+        rest, web = segments[2:], f"{base}/{segments[1]}"
+        if rest == ["issues"] and method == "GET":
+            issues = [self._json(issue, web) for issue in self._open_with(project, query)]
+            chunk, headers = _page(issues, query, base, path, self.api_prefix)
+            return 200, chunk, headers
+        if rest == ["issues"] and method == "POST":
+            number = project.add(body["title"], _csv(body.get("labels")), description=body.get("description", ""))
+            return 201, self._json(project.issues[number], web), {}
+        if rest == ["labels"] and method == "GET":
+            labels = [{"id": i, "name": n, "color": c} for i, (n, c) in enumerate(project.labels.items())]
+            chunk, headers = _page(labels, query, base, path, self.api_prefix)
+            return 200, chunk, headers
+        if rest == ["labels"] and method == "POST":
+            if body["name"] in project.labels:
+                raise _Error(409, {"message": "Label already exists"})
+            project.labels[body["name"]] = body["color"]
+            return 201, {"id": len(project.labels), "name": body["name"], "color": body["color"]}, {}
+        if len(rest) >= 2 and rest[0] == "issues":
+            issue = project.issues.get(int(rest[1]))
+            if issue is None or issue.pull_request:
+                raise _Error(404, {"message": "404 Not found"})
+            return self._issue_route(method, rest[2:], issue, project, body, web)
+        raise _Error(404, {"message": "404 Not Found"})
+
+    def _issue_route(self, method: str, rest: list[str], issue: FakeIssue, project: FakeProject,
+                     body: JSON, web: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
+        if not rest and method == "GET":
+            return 200, self._json(issue, web), {}
+        if not rest and method == "PUT":
+            self._apply(issue, project, body)
+            return 200, self._json(issue, web), {}
+        if rest == ["notes"] and method == "POST":
+            issue.comments.append(body["body"])
+            return 201, {"id": len(issue.comments), "body": body["body"]}, {}
+        raise _Error(404, {"message": "404 Not Found"})
+
+    @staticmethod
+    def _open_with(project: FakeProject, query: dict[str, str]) -> list[FakeIssue]:
+        wanted = set(_csv(query.get("labels")))
+        state = {"opened": "open", "closed": "closed"}.get(query.get("state", ""))
+        issues = [
+            issue for issue in project.issues.values()
+            if not issue.pull_request and (state is None or issue.state == state) and wanted <= set(issue.labels)
+        ]  # fmt: skip
+        return sorted(issues, key=lambda issue: issue.number, reverse=query.get("sort") == "desc")
+
+    @staticmethod
+    def _apply(issue: FakeIssue, project: FakeProject, body: JSON) -> None:
+        if "labels" in body:
+            issue.labels = _csv(body["labels"])
+        removed = set(_csv(body.get("remove_labels")))
+        issue.labels = [name for name in issue.labels if name not in removed]
+        issue.labels += [name for name in _csv(body.get("add_labels")) if name not in issue.labels]
+        for name in issue.labels:  # GitLab creates a label it does not know
+            project.labels.setdefault(name, "#6699cc")
+        event = body.get("state_event")
+        if event is not None:
+            issue.state = "closed" if event == "close" else "open"
+        for key in set(body) - {"labels", "add_labels", "remove_labels", "state_event"}:
+            setattr(issue, key, body[key])
+
+    def _json(self, issue: FakeIssue, web: str) -> JSON:
+        return {
+            "id": 1000 + issue.number, "iid": issue.number, "project_id": 1, "title": issue.title,
+            "description": issue.description, "state": "opened" if issue.state == "open" else "closed",
+            "labels": list(issue.labels), "milestone": issue.milestone, "web_url": f"{web}/-/issues/{issue.number}",
+        }  # fmt: skip
+
+
+class FakeGitHub(FakeTracker):
+    """GitHub's REST API: issues (pull requests among them), comments, labels; PATCH replaces labels."""
+
+    token_header = "Authorization"
+
+    def __init__(self, path: str, token: str = "fake-token-1234567890", api_prefix: str = "") -> None:
+        super().__init__(path, token)
+        self.api_prefix = api_prefix  # "" for api.github.com, "/api/v3" for GitHub Enterprise
+
+    def unauthorized(self) -> JSON:
+        return {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+
+    def route(self, method: str, path: str, query: dict[str, str], body: JSON,
+              base: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
+        match = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path)
+        project = self.projects.get(match.group(1)) if match else None
+        if match is None or project is None:
+            raise _Error(404, {"message": "Not Found"})
+        rest, api = (match.group(2) or "").strip("/").split("/"), f"{base}{self.api_prefix}/repos/{match.group(1)}"
+        if rest == ["issues"] and method == "GET":
+            issues = [self._json(issue, api) for issue in self._open_with(project, query)]
+            chunk, headers = _page(issues, query, base, path, self.api_prefix)
+            return 200, chunk, headers
+        if rest == ["issues"] and method == "POST":
+            number = project.add(body["title"], body.get("labels", []), description=body.get("body") or "")
+            return 201, self._json(project.issues[number], api), {}
+        if rest == ["labels"] and method == "GET":
+            labels = [{"name": n, "color": c, "url": f"{api}/labels/{quote(n)}"} for n, c in project.labels.items()]
+            chunk, headers = _page(labels, query, base, path, self.api_prefix)
+            return 200, chunk, headers
+        if rest == ["labels"] and method == "POST":
+            if body["name"].lower() in {name.lower() for name in project.labels}:
+                error = {"resource": "Label", "code": "already_exists", "field": "name"}
+                raise _Error(422, {"message": "Validation Failed", "errors": [error]})
+            project.labels[body["name"]] = body["color"]
+            return 201, {"name": body["name"], "color": body["color"], "url": f"{api}/labels/{quote(body['name'])}"}, {}
+        if len(rest) >= 2 and rest[0] == "issues" and rest[1].isdigit() and int(rest[1]) in project.issues:
+            return self._issue_route(method, rest[2:], project.issues[int(rest[1])], project, body, api)
+        raise _Error(404, {"message": "Not Found"})
+
+    def _issue_route(self, method: str, rest: list[str], issue: FakeIssue, project: FakeProject,
+                     body: JSON, api: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
+        if not rest and method == "GET":
+            return 200, self._json(issue, api), {}
+        if not rest and method == "PATCH":
+            self._apply(issue, project, body)
+            return 200, self._json(issue, api), {}
+        if rest == ["comments"] and method == "POST":
+            issue.comments.append(body["body"])
+            return 201, {"id": len(issue.comments), "body": body["body"], "url": f"{api}/issues/comments/1"}, {}
+        raise _Error(404, {"message": "Not Found"})
+
+    @staticmethod
+    def _open_with(project: FakeProject, query: dict[str, str]) -> list[FakeIssue]:
+        wanted = set(_csv(query.get("labels")))
+        state = query.get("state", "open")
+        issues = [
+            issue for issue in project.issues.values()
+            if (state == "all" or issue.state == state) and wanted <= set(issue.labels)
+        ]  # fmt: skip
+        return sorted(issues, key=lambda issue: issue.number, reverse=query.get("direction", "desc") == "desc")
+
+    @staticmethod
+    def _apply(issue: FakeIssue, project: FakeProject, body: JSON) -> None:
+        if "labels" in body:
+            issue.labels = list(body["labels"])
+            for name in issue.labels:
+                project.labels.setdefault(name, "ededed")
+        if "state" in body:
+            issue.state = "closed" if body["state"] == "closed" else "open"
+        for key in set(body) - {"labels", "state", "state_reason"}:
+            setattr(issue, {"body": "description"}.get(key, key), body[key])
+
+    def _json(self, issue: FakeIssue, api: str) -> JSON:
+        kind = "pull" if issue.pull_request else "issues"
+        data = {
+            "url": f"{api}/issues/{issue.number}", "number": issue.number, "title": issue.title,
+            "body": issue.description or None, "state": issue.state,
+            "labels": [{"name": name, "color": "ededed"} for name in issue.labels],
+            "milestone": None if issue.milestone is None else {"title": issue.milestone, "number": 1},
+            "html_url": f"https://github.example/{self.path}/{kind}/{issue.number}",
+        }  # fmt: skip
+        if issue.pull_request:
+            data["pull_request"] = {"url": f"{api}/pulls/{issue.number}"}
+        return data
+
+
+# --- mounts ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def mount_responses(fake: FakeTracker, base_url: str) -> Iterator[responses.RequestsMock]:
+    """Serve ``fake`` for every request to ``base_url``'s host (any port: PyGithub adds ``:443``)."""
+    parts = urlsplit(base_url)
+    pattern = re.compile(rf"^{re.escape(parts.scheme)}://{re.escape(parts.hostname or '')}(:\d+)?/")
+
+    def callback(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        assert body is None or isinstance(body, bytes)
+        headers = {name: str(value) for name, value in request.headers.items()}
+        reply = fake.handle(request.method or "GET", request.url or "", headers, body)
+        if reply.reset:
+            raise requests.ConnectionError("Connection reset by peer (injected)")
+        if reply.stall:
+            raise requests.ReadTimeout("Read timed out (injected)")
+        return reply.status, reply.headers, reply.body
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            mock.add_callback(method, pattern, callback=callback)
+        yield mock
+
+
+class FakeServer:
+    """``fake`` on a real socket at 127.0.0.1, each reply ``delay`` seconds late. Use as a context."""
+
+    def __init__(self, fake: FakeTracker, *, delay: float = 0.0) -> None:
+        self.fake, self.delay = fake, delay
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                url = f"{server.url}{self.path}"
+                reply = server.fake.handle(self.command, url, dict(self.headers.items()), body)
+                if reply.reset:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                time.sleep(server.delay + reply.stall)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
