@@ -65,8 +65,15 @@ def _log_failure(ws: Workspace, name: str, params: object, exc: Exception) -> No
     if not ws.memory.is_dir():
         return  # not a workspace: don't create one just to log that it isn't
     payload = error_payload(exc)
+    named = params if isinstance(params, dict) else {}
+    # Where the call named them, the project and issue go on the line too, so per-project and per-issue
+    # queries find the failures.
+    where = {key: sanitize(named[param]) for key, param in (("groupId", "projectGroupId"), ("issue", "issueId"))
+             if param in named}  # fmt: skip
     try:
-        ws.audit.append("error", tool=name, type=payload["type"], message=payload["message"], params=sanitize(params))
+        ws.audit.append(
+            "error", tool=name, **where, type=payload["type"], message=payload["message"], params=sanitize(params)
+        )
     except DevclawError as audit_exc:
         print(f"devclaw: could not log the failure: {audit_exc.message}", file=sys.stderr)
 

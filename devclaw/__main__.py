@@ -1,0 +1,5 @@
+import sys
+
+from devclaw.cli import main
+
+sys.exit(main())
