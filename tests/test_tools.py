@@ -163,7 +163,7 @@ def test_unknown_project_lists_available_ids(ws: Workspace, project: Project) ->
 
 
 def test_missing_issue(ws: Workspace, project: Project) -> None:
-    with pytest.raises(NotFoundError, match=r"issue #9 not found in webapp"):
+    with pytest.raises(NotFoundError, match="issue #9 not found in webapp"):
         pickup(ws, 9, "dev")
 
 
@@ -205,7 +205,7 @@ def test_complete_after_someone_moved_the_issue(ws: Workspace, tracker: LocalTra
 
 
 def test_confirm_without_active_worker(ws: Workspace, project: Project) -> None:
-    with pytest.raises(WorkflowError, match="DEV worker is not active on webapp. Call task_pickup first."):
+    with pytest.raises(WorkflowError, match=r"DEV worker is not active on webapp\. Call task_pickup first\."):
         call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId="x")
 
 
@@ -256,7 +256,7 @@ def test_queue_status_lists_queues_oldest_first(ws: Workspace, tracker: LocalTra
 
 
 def test_queue_status_for_one_unknown_project(ws: Workspace, project: Project) -> None:
-    with pytest.raises(NotFoundError, match="Available: -1001234567890"):
+    with pytest.raises(NotFoundError, match=r"Available: -1001234567890$"):
         call(ws, "queue_status", projectGroupId="-5")
 
 
@@ -320,7 +320,7 @@ def test_lenient_where_agents_differ(ws: Workspace, tracker: LocalTracker) -> No
 
 
 def test_unknown_tool(ws: Workspace) -> None:
-    with pytest.raises(InputError, match="Unknown tool 'task_pikcup'. Tools: task_pickup, task_pickup_confirm"):
+    with pytest.raises(InputError, match=r"Unknown tool 'task_pikcup'\. Tools: task_pickup, task_pickup_confirm"):
         call_tool(ws, "task_pikcup", {})
 
 
