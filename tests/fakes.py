@@ -16,16 +16,24 @@ import contextlib
 import json
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import requests
 import responses
+
+from devclaw.trackers.base import Tracker
+from devclaw.trackers.github import GitHubTracker
+from devclaw.trackers.gitlab import GitLabTracker
+from devclaw.trackers.local import LocalTracker
+from devclaw.trackers.remote import HttpPolicy, Secret
 
 JSON = Any
 FaultKind = Literal["status", "reset", "stall"]
@@ -127,7 +135,9 @@ class FakeTracker:
     def handle(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> FakeReply:
         """One request, applied to the state; the reply says how the mount must deliver it."""
         parts = urlsplit(url)
-        base = f"{parts.scheme}://{parts.netloc}"
+        default_port = {"https": 443, "http": 80}[parts.scheme]
+        port = "" if parts.port in (None, default_port) else f":{parts.port}"
+        base = f"{parts.scheme}://{parts.hostname}{port}"  # servers link without the default port
         path = parts.path.removeprefix(self.api_prefix)
         query = dict(parse_qsl(parts.query))
         payload = json.loads(body) if body else None
@@ -397,7 +407,7 @@ class FakeServer:
         self.fake, self.delay = fake, delay
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def url(self) -> str:
@@ -443,3 +453,103 @@ class FakeServer:
                 pass
 
         return Handler
+
+
+# --- one handle on any of the three trackers -------------------------------------------------------
+
+TrackerKind = Literal["local", "gitlab", "github"]
+KINDS: tuple[TrackerKind, ...] = ("local", "gitlab", "github")
+REMOTE_KINDS: tuple[TrackerKind, ...] = ("gitlab", "github")
+GITLAB_URL = "https://gitlab.example"
+GITHUB_URL = "https://api.github.com"
+# Small and fast: the retry tests must not sleep for real.
+TEST_POLICY = HttpPolicy(timeout=5.0, retries=2, backoff=0.0, backoff_max=0.0, retry_after_max=5)
+
+
+@dataclass
+class Harness:
+    """A tracker of ``kind`` and a way to see and seed its issues without going through it."""
+
+    kind: TrackerKind
+    tracker: Tracker
+    fake: FakeTracker | None = None
+    db: Path | None = None
+    mock: responses.RequestsMock | None = None
+
+    @property
+    def path(self) -> str:
+        return self.tracker.path
+
+    def seed(self, title: str, labels: tuple[str, ...] | list[str] = (), *, state: str = "open",
+             description: str = "", pull_request: bool = False) -> int:  # fmt: skip
+        if self.fake is not None:
+            number = self.fake.project.add(title, list(labels), description=description, pull_request=pull_request)
+            self.fake.project.issues[number].state = "closed" if state == "closed" else "open"
+            return number
+        assert isinstance(self.tracker, LocalTracker) and not pull_request
+        number = self.tracker.create_issue(title, description, tuple(labels)).id
+        if state == "closed":
+            with sqlite3.connect(str(self.db)) as conn:
+                conn.execute("UPDATE issues SET state = 'closed' WHERE number = ?", (number,))
+        return number
+
+    def labels_of(self, number: int) -> list[str]:
+        if self.fake is not None:
+            return list(self.fake.project.issues[number].labels)
+        return list(self.tracker.get_issue(number).labels)
+
+    def state_of(self, number: int) -> str:
+        if self.fake is not None:
+            return self.fake.project.issues[number].state
+        return self.tracker.get_issue(number).state
+
+    def comments_of(self, number: int) -> list[str]:
+        if self.fake is not None:
+            return list(self.fake.project.issues[number].comments)
+        assert isinstance(self.tracker, LocalTracker)
+        return self.tracker.comments(number)
+
+    def label_colours(self) -> dict[str, str]:
+        if self.fake is not None:
+            return dict(self.fake.project.labels)
+        with sqlite3.connect(str(self.db)) as conn:
+            return dict(conn.execute("SELECT name, color FROM labels"))
+
+    def wire_requests(self) -> list[LoggedRequest]:
+        """Every HTTP request the tracker made (none for the embedded tracker)."""
+        return list(self.fake.log) if self.fake is not None else []
+
+    def forget_requests(self) -> None:
+        if self.fake is not None:
+            self.fake.log.clear()
+
+
+def make_fake(kind: TrackerKind, path: str) -> FakeTracker:
+    return FakeGitLab(path) if kind == "gitlab" else FakeGitHub(path)
+
+
+def remote_tracker(kind: TrackerKind, fake: FakeTracker, base_url: str, *, token: str | None = None,
+                   policy: HttpPolicy = TEST_POLICY) -> Tracker:  # fmt: skip
+    secret = Secret(fake.token if token is None else token)
+    cls = GitLabTracker if kind == "gitlab" else GitHubTracker
+    return cls(fake.path, token=secret, base_url=base_url, policy=policy)
+
+
+@contextlib.contextmanager
+def open_harness(kind: TrackerKind, tmp_path: Path, *, policy: HttpPolicy = TEST_POLICY,
+                 served: bool = False) -> Iterator[Harness]:  # fmt: skip
+    """A tracker of ``kind`` on a fresh store: SQLite in ``tmp_path``, or a fake mounted on responses
+    (``served``: on a real socket on 127.0.0.1, over plain http)."""
+    if kind == "local":
+        db = tmp_path / "tracker.sqlite3"
+        yield Harness(kind, LocalTracker(db, "webapp"), db=db)
+        return
+    path = "acme/platform/webapp" if kind == "gitlab" else "acme/webapp"
+    fake = make_fake(kind, path)
+    if served:
+        with FakeServer(fake) as server:
+            yield Harness(kind, remote_tracker(kind, fake, server.url, policy=policy), fake)
+        return
+    base_url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
+    with mount_responses(fake, base_url) as mock:
+        yield Harness(kind, remote_tracker(kind, fake, base_url, policy=policy), fake, mock=mock)

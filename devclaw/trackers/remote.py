@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ResponseError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
@@ -286,6 +287,7 @@ class Endpoint:
     def http_error(self, operation: str, status: int | None, headers: Mapping[str, str], detail: str) -> TrackerError:
         """The error for a reply with ``status`` (after retries) to ``operation`` on this project."""
         where = f"{operation} in {self.path}"
+        headers = requests.structures.CaseInsensitiveDict(headers)  # PyGithub lower-cases header names
         reset = rate_limit_reset(headers)
         wait = seconds_to_wait(headers)
         if status in (403, 429) and (reset is not None or wait is not None or "rate limit" in detail.lower()):
@@ -304,15 +306,20 @@ class Endpoint:
         )
 
     def unreachable(self, operation: str, exc: Exception, *, resent: bool) -> TrackerError:
-        """The error for a request that got no reply; ``resent`` says whether retries were allowed."""
-        reason = "timed out" if _timed_out(exc) else "connection failed"
-        message = f"{self.provider} at {self.base_url} {reason} while {operation} in {self.path}"
+        """The error for a request that got no reply; ``resent`` says whether it was retried."""
+        chain = _chain(exc)
+        where = f"while {operation} in {self.path}"
+        if any(isinstance(link, NewConnectionError) for link in chain):
+            # Nothing was sent, so even a POST was retried: say so, not "may have reached".
+            return TrackerError(f"Cannot connect to {self.provider} at {self.base_url} {where}")
+        timed_out = any(isinstance(link, Urllib3Timeout | requests.Timeout | TimeoutError) for link in chain)
+        message = f"{self.provider} at {self.base_url} {'timed out' if timed_out else 'dropped the connection'} {where}"
         if not resent:
             message += (
                 "; the request may have reached the server and was not resent, to avoid a duplicate: "
                 "check before trying again"
             )
-        return TrackerError(f"{message} ({type(exc).__name__})")
+        return TrackerError(message)
 
 
 def short_detail(text: str, limit: int = 200) -> str:
@@ -331,13 +338,13 @@ def _reset_text(reset: float | None, wait: float | None) -> str:
     return "retry later"
 
 
-def _timed_out(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 10:
-        if "timeout" in type(exc).__name__.lower():
-            return True
-        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
-        reason = getattr(exc, "reason", None)
-        exc = reason if isinstance(reason, BaseException) else nested or exc.__cause__ or exc.__context__
-        seen += 1
-    return False
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: requests nests urllib3's errors in ``args`` and ``reason``."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
+        current = reason if isinstance(reason, BaseException) else nested or current.__cause__ or current.__context__
+    return chain
