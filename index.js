@@ -1,0 +1,197 @@
+// devclaw's OpenClaw plugin: registers devclaw's tools and forwards every call to ONE long-lived
+// `devclaw serve` process (`python -m devclaw.cli serve`) over stdio (one JSON object per line; the protocol is documented
+// in devclaw/serve.py). Plain ESM, no dependencies, no build step.
+//
+// The tool names, descriptions and JSON Schemas come from openclaw.tools.json, which is exactly what
+// `devclaw tools` prints (regenerate with `devclaw tools > openclaw.tools.json`; a test keeps them equal).
+
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+
+export const TOOLS = JSON.parse(readFileSync(new URL("./openclaw.tools.json", import.meta.url), "utf8"));
+
+const DEFAULT_PYTHON = "python3";
+const DEFAULT_TIMEOUT_SECONDS = 60;
+const LOG_TAIL_LINES = 20; // lines of devclaw's stderr quoted when the process dies
+const STOP_GRACE_MS = 3000;
+
+/** A failure reported by devclaw itself; `message` is devclaw's, `type` its kind (e.g. "workflow"). */
+export class DevclawError extends Error {
+  constructor(type, message) {
+    super(message);
+    this.name = "DevclawError";
+    this.type = type;
+  }
+}
+
+/** One `devclaw serve` process: started on first call, restarted after it dies, stopped by close(). */
+export class Bridge {
+  #python;
+  #timeoutMs;
+  #logger;
+  #env;
+  #child = null;
+  #nextId = 1;
+  #pending = new Map(); // id -> {child, tool, startedAt, resolve, reject, timer}
+  #logTail = [];
+  #closed = false;
+
+  constructor({ python = DEFAULT_PYTHON, timeoutMs = DEFAULT_TIMEOUT_SECONDS * 1000, logger = console, env = process.env } = {}) {
+    this.#python = python;
+    this.#timeoutMs = timeoutMs;
+    this.#logger = logger;
+    this.#env = env;
+    process.once("exit", () => this.#child?.kill("SIGTERM"));
+  }
+
+  /** The pid of the running `devclaw serve`, or null. */
+  get pid() {
+    return this.#child?.pid ?? null;
+  }
+
+  /** Run one devclaw tool; resolves to its result object, rejects with a DevclawError or a bridge Error. */
+  call(tool, params, workspace, signal) {
+    if (this.#closed) return Promise.reject(new Error("devclaw bridge is shut down"));
+    if (signal?.aborted) return Promise.reject(new Error(`devclaw ${tool} was aborted`));
+    const child = this.#ensureChild();
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const call = { child, tool, startedAt: Date.now(), resolve, reject, timer: null };
+      call.timer = setTimeout(() => this.#timeOut(id), this.#timeoutMs);
+      this.#pending.set(id, call);
+      signal?.addEventListener("abort", () => this.#settle(id, new Error(`devclaw ${tool} was aborted`)), { once: true });
+      child.stdin.write(JSON.stringify({ id, tool, params: params ?? {}, workspace }) + "\n");
+    });
+  }
+
+  /** Stop the process: close its input, let it finish, then SIGTERM, then SIGKILL. */
+  async close() {
+    this.#closed = true;
+    const child = this.#child;
+    if (!child) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.stdin.end();
+    if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
+    child.kill("SIGTERM");
+    if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
+    child.kill("SIGKILL");
+  }
+
+  #ensureChild() {
+    if (this.#child) return this.#child;
+    const child = spawn(this.#python, ["-m", "devclaw.cli", "serve"], { stdio: ["pipe", "pipe", "pipe"], env: this.#env });
+    this.#child = child;
+    this.#logTail = [];
+    // Let the host exit without waiting for us: a pending call's timer keeps it alive while needed.
+    child.unref();
+    for (const stream of [child.stdin, child.stdout, child.stderr]) stream.unref?.();
+    child.stdin.on("error", () => {}); // EPIPE after a crash: reported through "exit"
+    createInterface({ input: child.stdout }).on("line", (line) => this.#onResponse(line));
+    createInterface({ input: child.stderr }).on("line", (line) => this.#onLog(line));
+    child.on("error", (error) => this.#onExit(child, `could not run ${this.#python} -m devclaw.cli serve: ${error.message}`));
+    child.on("exit", (code, signal) => this.#onExit(child, `devclaw serve exited (${signal ?? `code ${code}`})`));
+    this.#logger.info?.(`devclaw: started ${this.#python} -m devclaw.cli serve (pid ${child.pid})`);
+    return child;
+  }
+
+  #onResponse(line) {
+    let response;
+    try {
+      response = JSON.parse(line);
+    } catch {
+      this.#logger.warn?.(`devclaw: ignoring a non-protocol line from devclaw serve: ${line.slice(0, 200)}`);
+      return;
+    }
+    const call = this.#pending.get(response.id);
+    if (!call) {
+      if (response.ok === false) this.#logger.warn?.(`devclaw: ${response.error?.message}`);
+      return; // a call that already timed out or was aborted
+    }
+    call.child.lastResponseAt = Date.now();
+    if (response.ok) this.#settle(response.id, null, response.result);
+    else this.#settle(response.id, new DevclawError(response.error?.type ?? "error", response.error?.message ?? "devclaw failed"));
+  }
+
+  #onLog(line) {
+    this.#logTail.push(line);
+    if (this.#logTail.length > LOG_TAIL_LINES) this.#logTail.shift();
+    if (/\b(ERROR|WARNING|CRITICAL)\b|Traceback|Error/.test(line)) this.#logger.warn?.(line);
+    else this.#logger.debug?.(line);
+  }
+
+  #onExit(child, reason) {
+    if (this.#child === child) this.#child = null;
+    const tail = this.#logTail.length ? `; its last log lines:\n${this.#logTail.join("\n")}` : "";
+    for (const [id, call] of this.#pending) {
+      if (call.child !== child) continue;
+      this.#settle(id, new Error(`${reason} while running ${call.tool}; the next call starts a new process${tail}`));
+    }
+    if (!this.#closed) this.#logger.warn?.(`devclaw: ${reason}`);
+  }
+
+  #timeOut(id) {
+    const call = this.#pending.get(id);
+    if (!call) return;
+    const seconds = this.#timeoutMs / 1000;
+    this.#settle(id, new Error(`devclaw ${call.tool} did not answer within ${seconds} s (callTimeoutSeconds)`));
+    // Silent for the whole call: the process is stuck, not merely busy. Replace it.
+    if (!(call.child.lastResponseAt >= call.startedAt)) {
+      this.#logger.warn?.(`devclaw: devclaw serve (pid ${call.child.pid}) is unresponsive; killing it`);
+      call.child.kill("SIGKILL");
+    }
+  }
+
+  #settle(id, error, result) {
+    const call = this.#pending.get(id);
+    if (!call) return;
+    this.#pending.delete(id);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve(result);
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** What the agent sees: the result as 2-space JSON text, and the object itself as details. */
+export function toolResult(result) {
+  return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], details: result };
+}
+
+/** Config `workspace`, else the agent's workspace, else $DEVCLAW_WORKSPACE. */
+export function resolveWorkspace(config, ctx, env = process.env) {
+  const workspace = config.workspace || ctx?.workspaceDir || env.DEVCLAW_WORKSPACE;
+  if (!workspace) {
+    throw new Error("devclaw has no workspace: set plugins.entries.devclaw.config.workspace or DEVCLAW_WORKSPACE");
+  }
+  return workspace;
+}
+
+export function createTools(bridge, config) {
+  return TOOLS.map((spec) => (ctx) => ({
+    name: spec.name,
+    label: spec.name,
+    description: spec.description,
+    parameters: spec.parameters,
+    async execute(_toolCallId, params, signal) {
+      const workspace = resolveWorkspace(config, ctx);
+      return toolResult(await bridge.call(spec.name, params, workspace, signal));
+    },
+  }));
+}
+
+export default {
+  id: "devclaw",
+  name: "DevClaw",
+  description: "Deterministic dev -> QA pipeline tools for an orchestrator agent",
+  register(api) {
+    const config = api.pluginConfig ?? {};
+    const seconds = Number(config.callTimeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS);
+    const bridge = new Bridge({ python: config.python || DEFAULT_PYTHON, timeoutMs: seconds * 1000, logger: api.logger });
+    createTools(bridge, config).forEach((factory, index) => api.registerTool(factory, { name: TOOLS[index].name }));
+    api.registerService({ id: "devclaw-bridge", start() {}, stop: () => bridge.close() });
+  },
+};

@@ -1,0 +1,144 @@
+"""A scripted OpenAI-compatible model on loopback: it calls the tools it is told to, in order, then stops.
+
+Each ``POST /v1/chat/completions`` that offers tools gets the next scripted tool call whose predecessor's
+result has come back (a ``tool`` message with its id); when the script is used up it answers with a
+plain sentence. Requests without tools (titles, summaries) get a plain sentence too. Every request body
+is kept in ``requests`` for the test to inspect. Streaming (SSE) and plain JSON answers are both served.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FINAL_ANSWER = "I checked the queue and picked up the task for the developer."
+
+
+class FakeModel:
+    def __init__(self, script: list[tuple[str, dict[str, Any]]]) -> None:
+        self.script = script  # [(tool name, arguments)]
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def reply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The assistant message for one request: the next tool call, or the final sentence."""
+        with self._lock:
+            self.requests.append(body)
+        offered = {tool["function"]["name"] for tool in body.get("tools") or []}
+        answered = {m.get("tool_call_id") for m in body.get("messages", []) if m.get("role") == "tool"}
+        for index, (name, arguments) in enumerate(self.script):
+            call_id = f"call_{index}"
+            if call_id in answered:
+                continue
+            if name not in offered:
+                return {"role": "assistant", "content": f"The tool {name} is not available to me."}
+            function = {"name": name, "arguments": json.dumps(arguments)}
+            return {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": function}]}  # fmt: skip
+        return {"role": "assistant", "content": FINAL_ANSWER}
+
+    def tool_results(self) -> dict[str, str]:
+        """``call id -> content`` of every tool result the agent sent back."""
+        results: dict[str, str] = {}
+        for body in self.requests:
+            for message in body.get("messages", []):
+                if message.get("role") == "tool":
+                    content = message.get("content")
+                    text = content if isinstance(content, str) else json.dumps(content)
+                    results[message.get("tool_call_id", "")] = text
+        return results
+
+
+def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send_json({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+            else:
+                self.send_error(404)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                self.send_error(404)
+                return
+            message = model.reply(body)
+            if body.get("stream"):
+                self._send_stream(message)
+            else:
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                self._send_json(_completion(message, finish))
+
+        def _send_json(self, data: dict[str, Any]) -> None:
+            payload = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _send_stream(self, message: dict[str, Any]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            delta: dict[str, Any] = {"role": "assistant"}
+            if message.get("tool_calls"):
+                delta["tool_calls"] = [{"index": 0, **call} for call in message["tool_calls"]]
+                finish = "tool_calls"
+            else:
+                delta["content"] = message["content"]
+                finish = "stop"
+            for chunk in (_chunk(delta, None), _chunk({}, finish), _usage_chunk()):
+                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean; requests are recorded on the model
+
+    return Handler
+
+
+def _completion(message: dict[str, Any], finish: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+def _chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _usage_chunk() -> dict[str, Any]:
+    chunk = _chunk({}, None)
+    chunk["choices"] = []
+    chunk["usage"] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    return chunk
