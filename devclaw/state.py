@@ -73,6 +73,8 @@ class HealthSettings(CamelModel):
     grace_minutes: float = Field(default=5, ge=0)
     #: A worker active for longer than this is reported as stale.
     stale_hours: float = Field(default=2, gt=0)
+    #: The loop brake: the QA fail that makes this many for one issue sends it to Refining, not To Improve.
+    qa_fail_limit: int = Field(default=3, ge=1)
 
 
 class ProjectsFile(CamelModel):

@@ -6,13 +6,14 @@ import json
 
 from pydantic import Field
 
-from devclaw.errors import InputError, WorkflowError
+from devclaw.errors import DevclawError, InputError, WorkflowError
+from devclaw.faults import checkpoint
 from devclaw.git import pull_ff_only
 from devclaw.model_selection import select_model
 from devclaw.state import Project
 from devclaw.tools.base import Tool, ToolInput, ToolResult
 from devclaw.tools.common import GroupId, RoleParam, commit_or_undo, fit_message, role_name, with_summary
-from devclaw.trackers.base import Issue
+from devclaw.trackers.base import Issue, Tracker
 from devclaw.workflow import ACTIVE_LABEL, ISSUE_STATE_AFTER, RESULT_EVENT, Event, Result, Role, next_label
 from devclaw.workspace import Workspace
 
@@ -39,6 +40,8 @@ class TaskCompleteResult(ToolResult):
     dev_fix_instructions: str | None = None
     dev_session_id: str | None = None
     dev_model: str | None = None
+    loop_brake: bool | None = None
+    loop_brake_comment: str | None = None
 
 
 def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResult:
@@ -46,9 +49,11 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     the project repo). qa "pass": Testing -> Done and the issue is closed; "fail": Testing -> To Improve,
     the issue is reopened and devFixInstructions say how to send it back to DEV; "refine": Testing ->
     Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
-    the announcement to post to the group."""
+    the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
+    issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
     role, outcome = params.role, params.result
     event = _event(role, outcome)
+    fails = 0
     with ws.store.locked() as state:
         project = state.project(params.project_group_id)
         worker = project.worker(role)
@@ -61,13 +66,25 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
                 f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{ACTIVE_LABEL[role]}": '
                 "it was moved outside devclaw. Run session_health to reconcile the worker."
             )
+        if event is Event.QA_FAIL:
+            # Counted under the lock from the log; this fail is the (fails)th, and at the limit it brakes.
+            fails = 1 + ws.audit.count(
+                "task_complete", groupId=params.project_group_id, issue=issue.id, role="qa", result="fail"
+            )
+            if fails >= state.health.qa_fail_limit:
+                event = Event.QA_REFINE
         target = next_label(issue.label, event)
+        checkpoint("after_validation")
         moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(event))
+        checkpoint("after_tracker_write")
         worker.deactivate()
         commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
+        checkpoint("after_state_commit")
         result = _result(project, params, issue, f"{issue.label} → {target}", moved)
         if event is Event.QA_FAIL:
             _add_fix_instructions(result, project, issue, params, state.models)
+    if outcome == "fail" and event is Event.QA_REFINE:
+        _brake(tracker, issue, params, result, fails)
     if event is Event.DEV_DONE:
         # Outside the lock: a slow remote must not hold up other projects' calls for 30 s.
         result.git_pull = pull_ff_only(project.repo)
@@ -81,8 +98,28 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
         summary=params.summary,
         labelTransition=result.label_transition,
         gitPull=result.git_pull,
+        loopBrake=result.loop_brake,
     )
     return result
+
+
+def _brake(tracker: Tracker, issue: Issue, params: TaskCompleteInput, result: TaskCompleteResult, fails: int) -> None:
+    """The issue failed QA ``fails`` times: it went to Refining; tell the humans why, on the issue."""
+    result.loop_brake = True
+    result.announcement = fit_message(
+        f"🛑 QA FAIL #{issue.id}{with_summary(params.summary)}. Failed QA {fails} times: "
+        "sent to Refining for a human decision instead of back to DEV."
+    )
+    body = (
+        f"devclaw loop brake: this issue failed QA {fails} times, so it was moved to Refining instead of "
+        "back to To Improve. A person should decide what to do (clarify the issue, split it, or move it "
+        f"to To Do to try again).\n\nLast QA feedback: {with_summary(params.summary)[3:] or '(none given)'}"
+    )
+    try:
+        tracker.add_comment(issue.id, body)  # one request, never retried: a duplicate comment is worse
+        result.loop_brake_comment = "added"
+    except DevclawError as exc:
+        result.loop_brake_comment = f"warning: the comment could not be added: {exc.message}"
 
 
 def _event(role: Role, outcome: Result) -> Event:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from devclaw.errors import WorkflowError
+from devclaw.faults import checkpoint
 from devclaw.model_selection import ModelChoice, select_model
 from devclaw.state import Project
 from devclaw.tools.base import Tool, ToolInput, ToolResult
@@ -79,10 +80,13 @@ def task_pickup(ws: Workspace, params: TaskPickupInput) -> TaskPickupResult:
         target = next_label(issue.label, PICKUP_EVENT[role])
         choice = select_model(issue.title, issue.description, role, override=params.model_override, models=state.models)
         action: Literal["spawn", "send"] = "send" if worker.session_id else "spawn"
+        checkpoint("after_validation")
         moved = tracker.move_issue(issue, target)
+        checkpoint("after_tracker_write")
         worker.active, worker.issue_id, worker.model = True, str(issue.id), choice.alias
         worker.start_time = ws.now_iso()
         commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
+        checkpoint("after_state_commit")
         result = _result(project, params.project_group_id, issue, role, choice, action, worker.session_id)
         result.label_transition = f"{issue.label} → {target}"
         _audit(ws, result, choice)
@@ -232,7 +236,9 @@ def task_pickup_confirm(ws: Workspace, params: TaskPickupConfirmInput) -> TaskPi
             raise WorkflowError(f"{role_name(role)} worker is not active on {project.name}. Call task_pickup first.")
         previous = worker.session_id
         worker.session_id = params.session_id.strip()
+        checkpoint("after_validation")
         ws.store.write(state)
+        checkpoint("after_state_commit")
         result = TaskPickupConfirmResult(
             success=True,
             project=project.name,
