@@ -331,3 +331,40 @@ def test_loop_brake_comment_failure_is_a_warning_not_an_error(ws: Workspace, tra
     assert result["loopBrake"] is True
     assert result["loopBrakeComment"].startswith("warning: the comment could not be added: Embedded tracker")
     assert tracker.get_issue(issue).label is Label.REFINING and worker(ws, "qa")["active"] is False
+
+
+# --- faults: a tracker that answers 5xx or times out for the whole run --------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gitlab", "github"])
+@pytest.mark.parametrize("fault", ["503", "timeout"])
+def test_failing_tracker_changes_nothing_and_reports_unknown(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, kind: str, fault: str
+) -> None:
+    from tests.fakes import GITHUB_URL, GITLAB_URL, FakeGitHub, FakeGitLab, FakeTracker, mount_responses
+
+    url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
+    fake: FakeTracker = FakeGitLab("acme/webapp") if kind == "gitlab" else FakeGitHub("acme/webapp")
+    doing = fake.project.add("Worked on by a dead session", labels=["Doing"])
+    fake.project.add("Orphan", labels=["Testing"])
+    monkeypatch.setenv("FAKE_TOKEN", fake.token)
+    dev = {"active": True, "issueId": str(doing), "sessionId": "dead", "startTime": "2020-01-01T00:00:00.000Z"}
+    tracker = {"provider": kind, "path": "acme/webapp", "baseUrl": url, "tokenEnv": "FAKE_TOKEN"}
+    ws.store.path.write_text(json.dumps({"version": 1, "projects": {GROUP: {"name": "webapp", "tracker": tracker,
+                                                                            "dev": dev}}}))  # fmt: skip
+    before = ws.store.path.read_bytes()
+    if fault == "503":
+        fake.fail(503, times=1000)
+    else:
+        fake.stall(30, times=1000)
+    with mount_responses(fake, url):
+        result = health(ws, autoFix=True, activeSessions=["some-live-session"])
+    assert [(i["type"], i["severity"], i.get("fixed")) for i in result["issues"]] == [
+        ("tracker_unreachable", "unknown", None),
+        ("zombie_session", "critical", False),
+        ("stale_worker", "warning", None),
+    ]
+    assert result["fixesApplied"] == 0 and result["healthy"] is False
+    assert ws.store.path.read_bytes() == before
+    assert [entry.method for entry in fake.requests() if entry.method != "GET"] == []
+    assert [issue.labels for issue in fake.project.issues.values()] == [["Doing"], ["Testing"]]
