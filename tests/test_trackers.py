@@ -457,3 +457,13 @@ def test_errors_are_devclaw_errors_with_the_library_error_as_cause(remote: Harne
 
 def test_trackers_are_lazy_and_cheap_to_open(remote: Harness) -> None:
     assert remote.wire_requests() == []
+
+
+def test_github_pickup_is_not_slowed_by_pygithub_throttling(tmp_path: Path) -> None:
+    # PyGithub's defaults wait 0.25 s before a request that follows another, 1 s between writes.
+    with open_harness("github", tmp_path) as h:
+        number = h.seed("Task", ["To Do"])
+        started = time.monotonic()
+        for target in (Label.DOING, Label.TO_TEST, Label.TESTING):
+            h.tracker.move_issue(h.tracker.get_issue(number), target)
+        assert time.monotonic() - started < 0.25
