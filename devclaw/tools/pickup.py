@@ -29,7 +29,8 @@ QA_EMOJI = "🔍"
 
 
 class TaskPickupInput(ToolInput):
-    issue_id: int = Field(ge=1, description="The issue number in the project's tracker.")
+    # Bounded: issue numbers are 32-bit on GitLab and GitHub, and SQLite refuses integers over 64 bits.
+    issue_id: int = Field(ge=1, le=2**31 - 1, description="The issue number in the project's tracker.")
     role: RoleParam
     project_group_id: GroupId
     model_override: str | None = Field(
