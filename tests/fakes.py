@@ -428,6 +428,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+            # delayed ACK (40 ms), which real servers do not add.
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
