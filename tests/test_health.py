@@ -368,3 +368,14 @@ def test_failing_tracker_changes_nothing_and_reports_unknown(
     assert ws.store.path.read_bytes() == before
     assert [entry.method for entry in fake.requests() if entry.method != "GET"] == []
     assert [issue.labels for issue in fake.project.issues.values()] == [["Doing"], ["Testing"]]
+
+
+def test_a_braked_fail_reopens_a_closed_issue(ws: Workspace, tracker: LocalTracker) -> None:
+    data = json.loads(ws.store.path.read_text())
+    data["health"] = {"qaFailLimit": 1}
+    ws.store.path.write_text(json.dumps(data))
+    issue = to_testing(ws, tracker)
+    sql(ws, "UPDATE issues SET state = 'closed' WHERE number = ?", issue)
+    result = call(ws, "task_complete", role="qa", result="fail", projectGroupId=GROUP)
+    assert result["loopBrake"] is True and result["issueReopened"] is True
+    assert tracker.get_issue(issue).state == "open" and tracker.get_issue(issue).label is Label.REFINING

@@ -75,7 +75,8 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
                 event = Event.QA_REFINE
         target = next_label(issue.label, event)
         checkpoint("after_validation")
-        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(event))
+        # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
+        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(_event(role, outcome)))
         checkpoint("after_tracker_write")
         worker.deactivate()
         commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
