@@ -52,7 +52,7 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
     issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
     role, outcome = params.role, params.result
-    event = _event(role, outcome)
+    requested = event = _event(role, outcome)
     fails = 0
     with ws.store.locked() as state:
         project = state.project(params.project_group_id)
@@ -66,7 +66,7 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
                 f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{ACTIVE_LABEL[role]}": '
                 "it was moved outside devclaw. Run session_health to reconcile the worker."
             )
-        if event is Event.QA_FAIL:
+        if requested is Event.QA_FAIL:
             # Counted under the lock from the log; this fail is the (fails)th, and at the limit it brakes.
             fails = 1 + ws.audit.count(
                 "task_complete", groupId=params.project_group_id, issue=issue.id, role="qa", result="fail"
@@ -76,7 +76,7 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
         target = next_label(issue.label, event)
         checkpoint("after_validation")
         # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
-        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(_event(role, outcome)))
+        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(requested))
         checkpoint("after_tracker_write")
         worker.deactivate()
         commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
@@ -84,7 +84,7 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
         result = _result(project, params, issue, f"{issue.label} → {target}", moved)
         if event is Event.QA_FAIL:
             _add_fix_instructions(result, project, issue, params, state.models)
-    if outcome == "fail" and event is Event.QA_REFINE:
+    if requested is Event.QA_FAIL and event is Event.QA_REFINE:
         _brake(tracker, issue, params, result, fails)
     if event is Event.DEV_DONE:
         # Outside the lock: a slow remote must not hold up other projects' calls for 30 s.
