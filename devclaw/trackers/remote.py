@@ -300,9 +300,10 @@ class Endpoint:
                 f"fix {self.token_env} — it needs {self.scopes}" + (f" ({detail})" if detail else ""),
                 status=status,
             )
+        # No status: the reply could not be used at all (not JSON, a redirected write); the detail says why.
+        reply = f"HTTP {status}" if status is not None else "unusable reply"
         return TrackerError(
-            f"{self.provider} failed while {where}: HTTP {status}" + (f" {detail}" if detail else ""),
-            status=status,
+            f"{self.provider} failed while {where}: {reply}" + (f" {detail}" if detail else ""), status=status
         )
 
     def unreachable(self, operation: str, exc: Exception, *, resent: bool) -> TrackerError:
