@@ -23,6 +23,7 @@ from tests.fakes import (
     KINDS,
     REMOTE_KINDS,
     TEST_POLICY,
+    FakeGitHub,
     Harness,
     TrackerKind,
     make_fake,
@@ -467,3 +468,20 @@ def test_github_pickup_is_not_slowed_by_pygithub_throttling(tmp_path: Path) -> N
         for target in (Label.DOING, Label.TO_TEST, Label.TESTING):
             h.tracker.move_issue(h.tracker.get_issue(number), target)
         assert time.monotonic() - started < 0.25
+
+
+def test_github_enterprise_api_root_and_its_pages(tmp_path: Path) -> None:
+    from devclaw.trackers.github import GitHubTracker
+    from devclaw.trackers.remote import Secret
+
+    fake = FakeGitHub("acme/webapp", api_prefix="/api/v3")
+    numbers = [fake.project.add(f"Task {n}", ["To Test"]) for n in range(120)]
+    with mount_responses(fake, "https://ghe.example"):
+        tracker = GitHubTracker(
+            "acme/webapp", token=Secret(fake.token), base_url="https://ghe.example/api/v3", policy=TEST_POLICY
+        )
+        assert [issue.id for issue in tracker.list_issues(Label.TO_TEST)] == numbers
+        moved = tracker.move_issue(tracker.get_issue(1), Label.TESTING)
+    assert moved.label is Label.TESTING
+    assert {entry.path for entry in fake.log} == {"/repos/acme/webapp/issues", "/repos/acme/webapp/issues/1"}
+    assert len(fake.log) == 4

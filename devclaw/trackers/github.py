@@ -20,7 +20,7 @@ import requests
 from github.GithubObject import GithubObject
 from github.Issue import Issue as GithubIssue
 
-from devclaw.errors import DevclawError
+from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers.base import Issue, relabel
 from devclaw.trackers.remote import (
     DEFAULT_POLICY,
@@ -146,8 +146,8 @@ class GitHubTracker:
         try:
             with self._request(f'creating label "{label}"', resent=False):
                 self._repo.create_label(label.value, COLOURS[label].lstrip("#"))
-        except DevclawError as exc:
-            if getattr(exc, "status", None) == 422 and "already_exists" in str(exc):
+        except TrackerError as exc:
+            if exc.status == 422 and "already_exists" in str(exc):
                 return False
             raise
         return True

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import gitlab
 import requests
 
-from devclaw.errors import DevclawError
+from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers.base import Issue
 from devclaw.trackers.remote import (
     DEFAULT_POLICY,
@@ -148,8 +148,8 @@ class GitLabTracker:
         try:
             with self._request(f'creating label "{label}"', resent=False):
                 self._project.labels.create(data, **_NO_LIBRARY_RETRIES)
-        except DevclawError as exc:
-            if getattr(exc, "status", None) == 409:
+        except TrackerError as exc:
+            if exc.status == 409:
                 return False
             raise
         return True
