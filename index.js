@@ -35,14 +35,13 @@ export class Bridge {
   #nextId = 1;
   #pending = new Map(); // id -> {child, tool, startedAt, resolve, reject, timer}
   #logTail = [];
-  #closed = false;
+  #stopping = false;
 
   constructor({ python = DEFAULT_PYTHON, timeoutMs = DEFAULT_TIMEOUT_SECONDS * 1000, logger = console, env = process.env } = {}) {
     this.#python = python;
     this.#timeoutMs = timeoutMs;
     this.#logger = logger;
     this.#env = env;
-    process.once("exit", () => this.#child?.kill("SIGTERM"));
   }
 
   /** The pid of the running `devclaw serve`, or null. */
@@ -52,7 +51,6 @@ export class Bridge {
 
   /** Run one devclaw tool; resolves to its result object, rejects with a DevclawError or a bridge Error. */
   call(tool, params, workspace, signal) {
-    if (this.#closed) return Promise.reject(new Error("devclaw bridge is shut down"));
     if (signal?.aborted) return Promise.reject(new Error(`devclaw ${tool} was aborted`));
     const child = this.#ensureChild();
     const id = this.#nextId++;
@@ -65,17 +63,26 @@ export class Bridge {
     });
   }
 
-  /** Stop the process: close its input, let it finish, then SIGTERM, then SIGKILL. */
-  async close() {
-    this.#closed = true;
+  /** Stop the process: close its input so it finishes its calls, then SIGTERM, then SIGKILL. A later call starts a new one. */
+  async stop() {
     const child = this.#child;
     if (!child) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.stdin.end();
-    if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
-    child.kill("SIGTERM");
-    if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
-    child.kill("SIGKILL");
+    this.#stopping = true;
+    try {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.stdin.end();
+      if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
+      child.kill("SIGTERM");
+      if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
+      child.kill("SIGKILL");
+    } finally {
+      this.#stopping = false;
+    }
+  }
+
+  /** For the host's exit: no time left to wait. */
+  kill() {
+    this.#child?.kill("SIGTERM");
   }
 
   #ensureChild() {
@@ -127,7 +134,8 @@ export class Bridge {
       if (call.child !== child) continue;
       this.#settle(id, new Error(`${reason} while running ${call.tool}; the next call starts a new process${tail}`));
     }
-    if (!this.#closed) this.#logger.warn?.(`devclaw: ${reason}`);
+    if (this.#stopping) this.#logger.info?.(`devclaw: ${reason}`);
+    else this.#logger.warn?.(`devclaw: ${reason}`);
   }
 
   #timeOut(id) {
@@ -183,6 +191,20 @@ export function createTools(bridge, config) {
   }));
 }
 
+// The host may load and register this module several times (discovery, each agent run); the process is
+// shared through a global so there is still ONE `devclaw serve` per interpreter and timeout.
+const shared = (globalThis[Symbol.for("devclaw.bridges")] ??= { bridges: new Map(), exitHook: false });
+
+export function sharedBridge({ python, timeoutMs, logger }) {
+  const key = JSON.stringify([python, timeoutMs]);
+  if (!shared.bridges.has(key)) shared.bridges.set(key, new Bridge({ python, timeoutMs, logger }));
+  if (!shared.exitHook) {
+    shared.exitHook = true;
+    process.once("exit", () => shared.bridges.forEach((bridge) => bridge.kill()));
+  }
+  return shared.bridges.get(key);
+}
+
 export default {
   id: "devclaw",
   name: "DevClaw",
@@ -190,8 +212,9 @@ export default {
   register(api) {
     const config = api.pluginConfig ?? {};
     const seconds = Number(config.callTimeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS);
-    const bridge = new Bridge({ python: config.python || DEFAULT_PYTHON, timeoutMs: seconds * 1000, logger: api.logger });
+    const python = config.python || DEFAULT_PYTHON;
+    const bridge = sharedBridge({ python, timeoutMs: seconds * 1000, logger: api.logger });
     createTools(bridge, config).forEach((factory, index) => api.registerTool(factory, { name: TOOLS[index].name }));
-    api.registerService({ id: "devclaw-bridge", start() {}, stop: () => bridge.close() });
+    api.registerService({ id: "devclaw-bridge", start() {}, stop: () => bridge.stop() });
   },
 };

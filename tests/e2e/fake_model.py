@@ -1,7 +1,7 @@
 """A scripted OpenAI-compatible model on loopback: it calls the tools it is told to, in order, then stops.
 
-Each ``POST /v1/chat/completions`` that offers tools gets the next scripted tool call whose predecessor's
-result has come back (a ``tool`` message with its id); when the script is used up it answers with a
+Each ``POST /v1/chat/completions`` that offers tools gets scripted tool call number N, where N is the
+number of tool results already in the conversation; when the script is used up it answers with a
 plain sentence. Requests without tools (titles, summaries) get a plain sentence too. Every request body
 is kept in ``requests`` for the test to inspect. Streaming (SSE) and plain JSON answers are both served.
 """
@@ -42,27 +42,35 @@ class FakeModel:
         with self._lock:
             self.requests.append(body)
         offered = {tool["function"]["name"] for tool in body.get("tools") or []}
-        answered = {m.get("tool_call_id") for m in body.get("messages", []) if m.get("role") == "tool"}
-        for index, (name, arguments) in enumerate(self.script):
-            call_id = f"call_{index}"
-            if call_id in answered:
-                continue
-            if name not in offered:
-                return {"role": "assistant", "content": f"The tool {name} is not available to me."}
-            function = {"name": name, "arguments": json.dumps(arguments)}
-            return {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": function}]}  # fmt: skip
-        return {"role": "assistant", "content": FINAL_ANSWER}
+        # The host renames tool call ids, so progress is counted in tool results, not matched by id.
+        step = sum(1 for message in body.get("messages", []) if message.get("role") == "tool")
+        if not offered or step >= len(self.script):
+            return {"role": "assistant", "content": FINAL_ANSWER}
+        name, arguments = self.script[step]
+        if name not in offered:
+            return {"role": "assistant", "content": f"The tool {name} is not available to me."}
+        call = {"id": f"call{step}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
 
-    def tool_results(self) -> dict[str, str]:
-        """``call id -> content`` of every tool result the agent sent back."""
-        results: dict[str, str] = {}
-        for body in self.requests:
-            for message in body.get("messages", []):
-                if message.get("role") == "tool":
-                    content = message.get("content")
-                    text = content if isinstance(content, str) else json.dumps(content)
-                    results[message.get("tool_call_id", "")] = text
-        return results
+    def tool_results(self) -> list[tuple[str, str]]:
+        """``(tool name, result text)`` of every tool result in the last conversation, in order."""
+        if not self.requests:
+            return []
+        messages = self.requests[-1].get("messages", [])
+        names = {
+            call["id"]: call["function"]["name"] for message in messages for call in message.get("tool_calls") or []
+        }
+        return [
+            (names.get(message.get("tool_call_id"), "?"), _text(message.get("content")))
+            for message in messages
+            if message.get("role") == "tool"
+        ]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
 
 
 def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:

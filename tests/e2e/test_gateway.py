@@ -137,16 +137,19 @@ def test_an_agent_turn_calls_queue_status_then_task_pickup(
     gateway: Gateway, agent_workspace: Path, fake_model: FakeModel
 ) -> None:
     assert issue_labels(agent_workspace, AGENT_GROUP, 1) == ("open", ["To Do"])
+    serve_before = gateway.devclaw_serve_pids()
     done = gateway.cli("agent", "--session-id", "e2e-turn", "--message", "Heartbeat: check the queue.", "--json")
     assert done.returncode == 0, done.stderr + done.stdout + gateway.log_tail()
 
-    results = fake_model.tool_results()
-    assert set(results) == {"call_0", "call_1"}, (results, done.stdout)
-    assert '"toDo"' in results["call_0"] and "Add a logout button" in results["call_0"]
-    assert '"sessionAction"' in results["call_1"]
+    [(first, queue), (second, pickup)] = fake_model.tool_results()
+    assert (first, second) == ("queue_status", "task_pickup")
+    assert json.loads(queue)["projects"][0]["queue"]["toDo"] == [{"id": 1, "title": "Add a logout button"}]
+    assert json.loads(pickup)["sessionAction"] == "spawn"
     assert FINAL_ANSWER in done.stdout
     assert issue_labels(agent_workspace, AGENT_GROUP, 1) == ("open", ["Doing"])
     assert worker(agent_workspace, AGENT_GROUP, "dev")["active"] is True
+    # The agent run registers the plugin again; its calls still go to the one devclaw serve.
+    assert gateway.devclaw_serve_pids() == serve_before and len(serve_before) == 1
 
 
 def test_stopping_the_gateway_stops_devclaw_serve(gateway: Gateway) -> None:
