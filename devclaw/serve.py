@@ -66,8 +66,16 @@ class WorkspaceLocks:
             return self._locks.setdefault(root, threading.Lock())
 
 
+class RequestError(InputError):
+    """A line that is not a valid request; ``request_id`` is what could be read of its id."""
+
+    def __init__(self, request_id: RequestId, message: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
 def parse_request(line: bytes) -> tuple[RequestId, str, object, str | None]:
-    """``(id, tool, params, workspace)`` of one line, or ``InputError`` (with the id when it was read)."""
+    """``(id, tool, params, workspace)`` of one line, or ``RequestError``."""
     try:
         request = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -83,12 +91,6 @@ def parse_request(line: bytes) -> tuple[RequestId, str, object, str | None]:
     if workspace is not None and not isinstance(workspace, str):
         raise RequestError(request_id, "'workspace' must be a string path")
     return request_id, tool, params, workspace
-
-
-class RequestError(InputError):
-    def __init__(self, request_id: RequestId, message: str) -> None:
-        super().__init__(message)
-        self.request_id = request_id
 
 
 class Server:
@@ -115,7 +117,11 @@ class Server:
             if not isinstance(exc, DevclawError):
                 log.exception("call %s failed with an internal error", request_id)
             response = {"id": request_id, "ok": False, "error": error_payload(exc)}
-        self._writer.send(response)
+        try:
+            self._writer.send(response)
+        except (TypeError, ValueError) as exc:  # a result JSON cannot hold: a bug, but still an answer
+            log.exception("call %s returned a result that is not JSON", request_id)
+            self._writer.send({"id": request_id, "ok": False, "error": error_payload(exc)})
 
     def _call(self, tool: str, params: object, workspace_option: str | None) -> dict[str, Any]:
         started = time.perf_counter()
