@@ -68,6 +68,7 @@ export class Bridge {
     const child = this.#child;
     if (!child) return;
     this.#stopping = true;
+    child.ref(); // keep the host alive until the process has really exited
     try {
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.stdin.end();

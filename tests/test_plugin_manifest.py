@@ -1,0 +1,136 @@
+"""The plugin publishes exactly what the Python models define: one source of truth for tools and schemas.
+
+index.js is loaded by Node with a stand-in for the host's ``api`` (the host itself runs in tests/e2e);
+its tools then run against a real ``devclaw serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devclaw.workspace import Workspace
+
+from .conftest import GROUP, new_issue
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = json.loads((REPO / "openclaw.plugin.json").read_text())
+PACKAGE = json.loads((REPO / "package.json").read_text())
+
+# Registers the plugin with a recording api, builds every tool with a run context, then runs the calls
+# given on argv[1] (JSON [[tool, params], ...]) and prints what the host would see.
+NODE_HOST = """
+import plugin from "./index.js";
+const [calls, config, ctx] = JSON.parse(process.argv[1]);
+const registered = [], services = [];
+plugin.register({ pluginConfig: config, logger: { info() {}, warn() {}, debug() {} },
+  registerTool: (factory, opts) => registered.push({ factory, opts }),
+  registerService: (service) => services.push(service) });
+const tools = registered.map(({ factory }) => factory(ctx));
+const outcomes = [];
+for (const [name, params] of calls) {
+  const tool = tools.find((t) => t.name === name);
+  try { outcomes.push({ ok: await tool.execute("call-1", params) }); }
+  catch (error) { outcomes.push({ error: { name: error.name, type: error.type, message: error.message } }); }
+}
+await Promise.all(services.map((service) => service.stop?.({})));
+console.log(JSON.stringify({
+  names: registered.map(({ opts }) => opts?.name),
+  tools: tools.map(({ name, description, parameters }) => ({ name, description, parameters })),
+  services: services.map((service) => service.id), outcomes }));
+"""
+
+
+def devclaw_tools() -> list[dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "devclaw.cli", "tools"], capture_output=True, text=True, check=True)
+    tools: list[dict[str, Any]] = json.loads(done.stdout)
+    return tools
+
+
+def node_host(calls: list[Any], config: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node, "node (>= 20) must be on PATH to load index.js"
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", NODE_HOST, json.dumps([calls, config, ctx])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_the_manifest_declares_every_tool_in_both_profiles() -> None:
+    names = [tool["name"] for tool in devclaw_tools()]
+    assert MANIFEST["id"] == "devclaw"
+    assert MANIFEST["contracts"]["tools"] == names
+    assert MANIFEST["toolMetadata"] == {name: {"profiles": ["coding", "messaging"]} for name in names}
+    assert MANIFEST["activation"] == {"onStartup": True}
+    assert set(MANIFEST["configSchema"]["properties"]) == {"python", "workspace", "callTimeoutSeconds"}
+
+
+def test_the_package_is_plain_esm_without_dependencies() -> None:
+    assert PACKAGE["type"] == "module"
+    assert PACKAGE["openclaw"] == {"extensions": ["./index.js"]}
+    assert not {"dependencies", "devDependencies", "scripts"} & set(PACKAGE)
+    for name in PACKAGE["files"]:
+        assert (REPO / name).is_file(), name
+    assert PACKAGE["version"] == MANIFEST["version"]
+
+
+def test_the_committed_schemas_are_what_devclaw_tools_prints() -> None:
+    assert json.loads((REPO / "openclaw.tools.json").read_text()) == devclaw_tools(), (
+        "regenerate with: devclaw tools > openclaw.tools.json"
+    )
+
+
+def test_index_js_registers_exactly_what_devclaw_tools_prints() -> None:
+    published = node_host([], {"python": sys.executable}, {"workspaceDir": "/nonexistent"})
+    assert published["tools"] == devclaw_tools()
+    assert published["names"] == MANIFEST["contracts"]["tools"]
+    assert published["services"] == ["devclaw-bridge"]
+
+
+def test_index_js_tools_run_devclaw_in_the_agent_workspace(ws: Workspace, project: Any, tracker: Any) -> None:
+    new_issue(tracker)
+    calls = [
+        ["queue_status", {"projectGroupId": GROUP}],
+        ["task_pickup", {"issueId": 1, "role": "qa", "projectGroupId": GROUP}],
+        ["task_pickup", {"issueId": "one"}],
+    ]
+    outcome = node_host(calls, {"python": sys.executable}, {"workspaceDir": str(ws.root)})["outcomes"]
+
+    queue = outcome[0]["ok"]
+    assert queue["details"]["projects"][0]["queue"]["toDo"] == [{"id": 1, "title": "Add login page"}]
+    assert queue["content"] == [{"type": "text", "text": json.dumps(queue["details"], indent=2, ensure_ascii=False)}]
+    assert outcome[1]["error"]["name"] == "DevclawError" and outcome[1]["error"]["type"] == "workflow"
+    errors = [r["message"] for r in ws.audit.records() if r["event"] == "error"]
+    assert errors[:1] == [outcome[1]["error"]["message"]]
+    assert outcome[2]["error"]["type"] == "invalid_input" and "issueId" in outcome[2]["error"]["message"]
+
+
+def test_the_config_workspace_wins_over_the_agent_workspace(ws: Workspace, project: Any) -> None:
+    config = {"python": sys.executable, "workspace": str(ws.root)}
+    outcome = node_host([["queue_status", {}]], config, {"workspaceDir": "/nonexistent"})["outcomes"]
+    assert [p["groupId"] for p in outcome[0]["ok"]["details"]["projects"]] == [GROUP]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"python": "/nonexistent/python"}, "could not run /nonexistent/python -m devclaw.cli serve"),
+        ({"python": sys.executable, "callTimeoutSeconds": 0.001}, "did not answer within 0.001 s"),
+    ],
+)
+def test_index_js_reports_a_python_it_cannot_use(ws: Workspace, config: dict[str, Any], message: str) -> None:
+    outcome = node_host([["queue_status", {}]], config, {"workspaceDir": str(ws.root)})["outcomes"]
+    assert message in outcome[0]["error"]["message"]
