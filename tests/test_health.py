@@ -379,3 +379,35 @@ def test_a_braked_fail_reopens_a_closed_issue(ws: Workspace, tracker: LocalTrack
     result = call(ws, "task_complete", role="qa", result="fail", projectGroupId=GROUP)
     assert result["loopBrake"] is True and result["issueReopened"] is True
     assert tracker.get_issue(issue).state == "open" and tracker.get_issue(issue).label is Label.REFINING
+
+
+# --- the request cost of the tracker checks, on the GitLab and GitHub fakes ---------------------------
+
+
+@pytest.mark.parametrize("kind", ["gitlab", "github"])
+def test_tracker_checks_cost_two_lists_per_project_plus_one_read_per_moved_issue(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from tests.fakes import GITHUB_URL, GITLAB_URL, FakeGitHub, FakeGitLab, FakeTracker, mount_responses
+
+    url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
+    fake: FakeTracker = FakeGitLab("acme/webapp") if kind == "gitlab" else FakeGitHub("acme/webapp")
+    doing = fake.project.add("On Doing, tracked", labels=["Doing"])
+    moved = fake.project.add("QA's issue, moved back by a person", labels=["To Test"])
+    monkeypatch.setenv("FAKE_TOKEN", fake.token)
+    tracker = {"provider": kind, "path": "acme/webapp", "baseUrl": url, "tokenEnv": "FAKE_TOKEN"}
+    dev = {"active": True, "issueId": str(doing), "sessionId": DEV_SESSION}
+    qa = {"active": True, "issueId": str(moved), "sessionId": QA_SESSION}
+    ws.store.path.write_text(json.dumps({"version": 1, "projects": {GROUP: {"name": "webapp", "tracker": tracker,
+                                                                            "dev": dev, "qa": qa}}}))  # fmt: skip
+    sessions = [DEV_SESSION, QA_SESSION]
+    with mount_responses(fake, url):
+        assert health(ws, activeSessions=sessions)["healthy"] is True
+        assert fake.count() == 0  # a plain report reads nothing
+        report = health(ws, checkTracker=True, activeSessions=sessions)
+        assert [i["type"] for i in report["issues"]] == ["label_mismatch"]
+        assert [entry.method for entry in fake.requests()] == ["GET", "GET", "GET"]  # Doing, Testing, the QA issue
+        fixed = health(ws, autoFix=True, activeSessions=sessions)
+        assert fixed["fixesApplied"] == 1
+        assert [entry.method for entry in fake.requests()][3:] == ["GET", "GET", "GET"]  # freeing writes no label
+    assert worker(ws, "qa")["active"] is False and fake.project.issues[moved].labels == ["To Test"]
