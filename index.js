@@ -25,7 +25,7 @@ export class DevclawError extends Error {
   }
 }
 
-/** One `devclaw serve` process: started on first call, restarted after it dies, stopped by close(). */
+/** One `devclaw serve` process: started on the first call, restarted after it dies, stopped by stop(). */
 export class Bridge {
   #python;
   #timeoutMs;
@@ -95,7 +95,7 @@ export class Bridge {
     child.unref();
     for (const stream of [child.stdin, child.stdout, child.stderr]) stream.unref?.();
     child.stdin.on("error", () => {}); // EPIPE after a crash: reported through "exit"
-    createInterface({ input: child.stdout }).on("line", (line) => this.#onResponse(line));
+    createInterface({ input: child.stdout }).on("line", (line) => this.#onResponse(child, line));
     createInterface({ input: child.stderr }).on("line", (line) => this.#onLog(line));
     child.on("error", (error) => this.#onExit(child, `could not run ${this.#python} -m devclaw.cli serve: ${error.message}`));
     child.on("exit", (code, signal) => this.#onExit(child, `devclaw serve exited (${signal ?? `code ${code}`})`));
@@ -103,7 +103,7 @@ export class Bridge {
     return child;
   }
 
-  #onResponse(line) {
+  #onResponse(child, line) {
     let response;
     try {
       response = JSON.parse(line);
@@ -111,12 +111,12 @@ export class Bridge {
       this.#logger.warn?.(`devclaw: ignoring a non-protocol line from devclaw serve: ${line.slice(0, 200)}`);
       return;
     }
+    child.lastResponseAt = Date.now(); // alive, whichever call this answers
     const call = this.#pending.get(response.id);
     if (!call) {
       if (response.ok === false) this.#logger.warn?.(`devclaw: ${response.error?.message}`);
       return; // a call that already timed out or was aborted
     }
-    call.child.lastResponseAt = Date.now();
     if (response.ok) this.#settle(response.id, null, response.result);
     else this.#settle(response.id, new DevclawError(response.error?.type ?? "error", response.error?.message ?? "devclaw failed"));
   }

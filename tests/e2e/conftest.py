@@ -1,4 +1,5 @@
-"""One real gateway for the whole e2e session, with devclaw loaded and a scripted model behind it."""
+"""One real gateway per test module, with devclaw loaded and a scripted model behind it; OpenClaw itself is
+installed once per session (and reused across runs from the cache folder)."""
 
 from __future__ import annotations
 
@@ -40,12 +41,12 @@ def openclaw_install() -> OpenClawInstall:
     return ensure_openclaw()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def e2e_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("openclaw")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def agent_workspace(e2e_root: Path) -> Path:
     """The agent's workspace, which is also devclaw's: the plugin gets it from the tool context."""
     workspace = e2e_root / "workspace"
@@ -55,7 +56,7 @@ def agent_workspace(e2e_root: Path) -> Path:
     return workspace
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fake_model() -> Iterator[FakeModel]:
     model = FakeModel(AGENT_SCRIPT)
     model.start()
@@ -63,7 +64,7 @@ def fake_model() -> Iterator[FakeModel]:
     model.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateway(
     openclaw_install: OpenClawInstall, e2e_root: Path, agent_workspace: Path, fake_model: FakeModel
 ) -> Iterator[Gateway]:
