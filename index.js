@@ -60,6 +60,7 @@ export class Bridge {
       this.#pending.set(id, call);
       signal?.addEventListener("abort", () => this.#settle(id, new Error(`devclaw ${tool} was aborted`)), { once: true });
       child.stdin.write(JSON.stringify({ id, tool, params: params ?? {}, workspace }) + "\n");
+      this.#logger.debug?.(`devclaw: call ${id} (${tool}) sent to devclaw serve pid ${child.pid}`);
     });
   }
 

@@ -60,7 +60,7 @@ class Gateway:
             (root / folder).mkdir(parents=True, exist_ok=True)
         base = {
             "gateway": {"mode": "local", "bind": "loopback", "port": self.port, "auth": {"mode": "token"}},
-            "logging": {"file": str(self.log_file)},
+            "logging": {"file": str(self.log_file), "level": "debug"},
         }
         self.config_path.write_text(json.dumps(base | config, indent=2))
         self.process: subprocess.Popen[bytes] | None = None

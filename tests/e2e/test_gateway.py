@@ -116,13 +116,17 @@ def test_a_bad_call_comes_back_as_an_error(gateway: Gateway, agent_workspace: Pa
 def test_killing_devclaw_serve_fails_the_call_in_flight_and_the_next_call_works(gateway: Gateway) -> None:
     gateway.result("queue_status", {})  # make sure the process exists
     [pid] = gateway.devclaw_serve_pids()
+    calls_sent = gateway.log_text().count(f"sent to devclaw serve pid {pid}")
 
-    os.kill(pid, signal.SIGSTOP)  # the next request waits in the pipe: a call is surely in flight
-    in_flight: list[tuple[int, dict[str, Any]]] = []
-    caller = threading.Thread(target=lambda: in_flight.append(gateway.invoke("queue_status", {})))
-    caller.start()
-    time.sleep(1.0)
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGSTOP)  # it reads nothing more: the next call stays in flight
+    try:
+        in_flight: list[tuple[int, dict[str, Any]]] = []
+        caller = threading.Thread(target=lambda: in_flight.append(gateway.invoke("queue_status", {})))
+        caller.start()
+        sent = f"sent to devclaw serve pid {pid}"
+        assert _wait_for(lambda: gateway.log_text().count(sent) > calls_sent, timeout=30), gateway.log_tail()
+    finally:
+        os.kill(pid, signal.SIGKILL)
     caller.join(timeout=30)
     [(status, body)] = in_flight
     assert status == 500 and body["ok"] is False, body
