@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import github
@@ -23,24 +22,21 @@ from github.Issue import Issue as GithubIssue
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers.base import Issue, relabel
 from devclaw.trackers.remote import (
-    DEFAULT_POLICY,
-    Endpoint,
     HttpPolicy,
-    Secret,
+    RemoteTracker,
     derive_path,
-    read_token,
     short_detail,
 )
 from devclaw.workflow import COLOURS, IssueState, Label
 
 if TYPE_CHECKING:
-    from devclaw.state import Project
+    pass
 
 # GitHub records why an issue was closed or reopened; a state change by devclaw is always one of these.
 _STATE_REASON: dict[IssueState, str] = {"open": "reopened", "closed": "completed"}
 
 
-class GitHubTracker:
+class GitHubTracker(RemoteTracker):
     """The issues of one GitHub repository (``owner/name``)."""
 
     PROVIDER = "GitHub"
@@ -48,21 +44,9 @@ class GitHubTracker:
     DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
     SCOPES = 'the repo scope (classic token) or "Issues: read and write" on the repository (fine-grained)'
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        token: Secret,
-        token_env: str = DEFAULT_TOKEN_ENV,
-        base_url: str = DEFAULT_URL,
-        policy: HttpPolicy = DEFAULT_POLICY,
-    ) -> None:
-        self.path = path
-        self.base_url = base_url.rstrip("/")
-        self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
-        self._token = token
+    def _connect(self, policy: HttpPolicy) -> None:
         self._gh = github.Github(
-            auth=github.Auth.Token(token.reveal()),
+            auth=github.Auth.Token(self._token.reveal()),
             base_url=self.base_url,
             timeout=max(1, math.ceil(policy.timeout)),  # PyGithub takes whole seconds only
             retry=policy.retry(),
@@ -76,22 +60,11 @@ class GitHubTracker:
             seconds_between_writes=None,
             lazy=True,
         )
-        self._repo = self._gh.get_repo(path)
+        self._repo = self._gh.get_repo(self.path)
 
     @classmethod
-    def from_project(
-        cls, project: Project, *, environ: Mapping[str, str] = os.environ, policy: HttpPolicy = DEFAULT_POLICY
-    ) -> GitHubTracker:
-        """The tracker of a project in projects.json; reads the token variable, makes no request."""
-        config = project.tracker
-        base_url = (config.base_url or cls.DEFAULT_URL).rstrip("/")
-        token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
-        token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
-        path = config.path or derive_path(project.repo, provider=cls.PROVIDER, segments=2)
-        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
-
-    def __repr__(self) -> str:
-        return f"GitHubTracker({self.path!r}, base_url={self.base_url!r})"
+    def _path_from_repo(cls, repo: str, base_url: str) -> str:
+        return derive_path(repo, provider=cls.PROVIDER, segments=2)
 
     def get_issue(self, issue_id: int) -> Issue:
         """``GET /repos/{owner}/{repo}/issues/{number}``"""

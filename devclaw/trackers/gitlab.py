@@ -10,7 +10,6 @@ resolving it costs nothing.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -21,19 +20,16 @@ import requests
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers.base import Issue
 from devclaw.trackers.remote import (
-    DEFAULT_POLICY,
-    Endpoint,
     HttpPolicy,
-    Secret,
+    RemoteTracker,
     derive_path,
     http_session,
-    read_token,
     short_detail,
 )
 from devclaw.workflow import COLOURS, IssueState, Label
 
 if TYPE_CHECKING:
-    from devclaw.state import Project
+    pass
 
 # python-gitlab retries a 429 by itself, sleeping for any Retry-After however long, and 5xx when asked.
 # TransientRetry, mounted under its session, already retries with our bounds: one layer, not two.
@@ -41,7 +37,7 @@ _NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transien
 _STATE_EVENT: dict[IssueState, str] = {"open": "reopen", "closed": "close"}
 
 
-class GitLabTracker:
+class GitLabTracker(RemoteTracker):
     """The issues of one GitLab project (``group/subgroup/project``)."""
 
     PROVIDER = "GitLab"
@@ -49,47 +45,25 @@ class GitLabTracker:
     DEFAULT_TOKEN_ENV = "GITLAB_TOKEN"
     SCOPES = "the api scope and at least the Reporter role on the project"
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        token: Secret,
-        token_env: str = DEFAULT_TOKEN_ENV,
-        base_url: str = DEFAULT_URL,
-        policy: HttpPolicy = DEFAULT_POLICY,
-    ) -> None:
-        self.path = path
-        self.base_url = base_url.rstrip("/")
-        self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
-        self._token = token
+    def _connect(self, policy: HttpPolicy) -> None:
         # GitLab's errors carry no headers; the session keeps those of the last refused reply so a
         # rate-limit error can say when the limit resets.
         self._failed_reply: Mapping[str, str] = {}
         session = http_session(policy, on_failure=self._remember_failure)
         self._gl = gitlab.Gitlab(
             self.base_url,
-            private_token=token.reveal(),
+            private_token=self._token.reveal(),
             timeout=policy.timeout,
             per_page=100,
             retry_transient_errors=False,
             session=session,
         )
-        self._project = self._gl.projects.get(path, lazy=True)
+        self._project = self._gl.projects.get(self.path, lazy=True)
 
     @classmethod
-    def from_project(
-        cls, project: Project, *, environ: Mapping[str, str] = os.environ, policy: HttpPolicy = DEFAULT_POLICY
-    ) -> GitLabTracker:
-        """The tracker of a project in projects.json; reads the token variable, makes no request."""
-        config = project.tracker
-        base_url = (config.base_url or cls.DEFAULT_URL).rstrip("/")
-        token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
-        token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
-        path = config.path or derive_path(project.repo, provider=cls.PROVIDER, url_prefix=urlsplit(base_url).path)
-        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
-
-    def __repr__(self) -> str:
-        return f"GitLabTracker({self.path!r}, base_url={self.base_url!r})"
+    def _path_from_repo(cls, repo: str, base_url: str) -> str:
+        # A GitLab served under a sub-folder (https://host/gitlab) names projects after that folder.
+        return derive_path(repo, provider=cls.PROVIDER, url_prefix=urlsplit(base_url).path)
 
     def get_issue(self, issue_id: int) -> Issue:
         """``GET /projects/:id/issues/:iid``"""

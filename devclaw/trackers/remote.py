@@ -14,13 +14,14 @@ One copy of each, so both providers behave the same way:
 from __future__ import annotations
 
 import email.utils
+import os
 import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -31,6 +32,9 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from devclaw.errors import ConfigError, NotFoundError, TrackerAuthError, TrackerError
+
+if TYPE_CHECKING:
+    from devclaw.state import Project
 
 GIT_TIMEOUT = 10.0
 MASK = "***"
@@ -349,3 +353,52 @@ def _chain(exc: BaseException) -> list[BaseException]:
         nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
         current = reason if isinstance(reason, BaseException) else nested or current.__cause__ or current.__context__
     return chain
+
+
+class RemoteTracker:
+    """What the GitLab and GitHub trackers share: a provider's constants, the settings a project gives
+    (URL, token variable, path), and the error texts. Each subclass builds its client in ``_connect``
+    and says in ``_path_from_repo`` how a git remote names its projects."""
+
+    PROVIDER: ClassVar[str]
+    DEFAULT_URL: ClassVar[str]
+    DEFAULT_TOKEN_ENV: ClassVar[str]
+    SCOPES: ClassVar[str]
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        token: Secret,
+        token_env: str | None = None,
+        base_url: str | None = None,
+        policy: HttpPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.path = path
+        self.base_url = (base_url or self.DEFAULT_URL).rstrip("/")
+        token_env = token_env or self.DEFAULT_TOKEN_ENV
+        self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
+        self._token = token
+        self._connect(policy)
+
+    def _connect(self, policy: HttpPolicy) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _path_from_repo(cls, repo: str, base_url: str) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def from_project(
+        cls, project: Project, *, environ: Mapping[str, str] = os.environ, policy: HttpPolicy = DEFAULT_POLICY
+    ) -> Self:
+        """The tracker of a project in projects.json; reads the token variable, makes no request."""
+        config = project.tracker
+        base_url = (config.base_url or cls.DEFAULT_URL).rstrip("/")
+        token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
+        token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
+        path = config.path or cls._path_from_repo(project.repo, base_url)
+        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, base_url={self.base_url!r})"
