@@ -57,21 +57,27 @@ def run_show(ws: Workspace, args: argparse.Namespace) -> int:
 
 
 def run_label(ws: Workspace, args: argparse.Namespace) -> int:
-    target = parse_label(args.label)
-    project, tracker = _open(ws, args.group_id)
-    issue = tracker.get_issue(args.issue_id)
-    human_move(current_label(issue.labels), target, force=args.force)
+    print_json(label_issue(ws, args.group_id, args.issue_id, args.label, force=args.force))
+    return 0
+
+
+def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, force: bool = False) -> dict[str, Any]:
+    """The human move (Planning/Refining -> To Do; anything else with ``force``): the one code path for
+    ``devclaw issue label`` and every other front end that lets a person move an issue. Returns the issue."""
+    target = parse_label(label)
+    project, tracker = _open(ws, group_id)
+    issue = tracker.get_issue(issue_id)
+    human_move(current_label(issue.labels), target, force=force)
     moved = tracker.move_issue(issue, target)
     ws.audit.append(
         "issue_label",
         project=project.name,
-        groupId=args.group_id,
+        groupId=group_id,
         issue=issue.id,
         labelTransition=f"{issue.label or 'none'} → {target}",
-        forced=args.force,
+        forced=force,
     )
-    print_json(moved.as_json())
-    return 0
+    return moved.as_json()
 
 
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:
