@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devclaw.commands.project import register_project
+from devclaw.registry import register_project
 from devclaw.state import Project, TrackerConfig
 from devclaw.tools import call_tool
 from devclaw.trackers.local import LocalTracker

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from devclaw.audit import AuditLog
-from devclaw.state import Project, ProjectsFile, TrackerConfig
+from devclaw.state import Project, ProjectsFile, TrackerConfig, Worker
 from devclaw.tools import call_tool
 from devclaw.trackers.local import LocalTracker
 from devclaw.workflow import Label
@@ -109,7 +109,7 @@ def machine() -> dict[str, str]:
 
 
 def local_workspace(root: Path, issues: int) -> Workspace:
-    from devclaw.commands.project import register_project
+    from devclaw.registry import register_project
 
     ws = Workspace(root)
     ws.memory.mkdir(parents=True)
@@ -123,9 +123,17 @@ def local_workspace(root: Path, issues: int) -> Workspace:
 
 
 def free_dev_worker(ws: Workspace) -> None:
-    with ws.store.locked() as state:
-        state.project(GROUP).dev.deactivate()
-        ws.store.write(state)
+    def free(state: ProjectsFile) -> ProjectsFile:
+        project = state.project(GROUP)
+        workers = {
+            **project.workers,
+            "dev": [project.worker("dev").model_copy(update={"active": False, "issue_id": None})],
+        }
+        return state.model_copy(
+            update={"projects": {**state.projects, GROUP: project.model_copy(update={"workers": workers})}}
+        )
+
+    ws.store.update(free)
 
 
 def cold_calls(tmp: Path, runs: int) -> dict[str, list[tuple[float, float]]]:
@@ -271,8 +279,15 @@ def big_state_workspace(root: Path, projects: int, pickups: int) -> tuple[Worksp
         project = Project(name=f"project-{k}", group_name=f"Dev - Project {k}", repo=f"/srv/git/project-{k}",
                           tracker=TrackerConfig(provider="local", path=f"project-{k}"))  # fmt: skip
         if k % 3 == 0:  # a third of the projects have a QA worker busy, with a session
-            project.qa.active, project.qa.issue_id, project.qa.model = True, "7", "grok"
-            project.qa.session_id, project.qa.start_time = f"agent:devclaw:subagent:{k:08x}-qa", "2026-11-20T08:00:00Z"
+            project.workers["qa"] = [
+                Worker(
+                    active=True,
+                    issue_id=7,
+                    model="grok",
+                    start_time="2026-11-20T08:00:00Z",
+                    session_id=f"agent:devclaw:subagent:{k:08x}-qa",
+                )
+            ]
         state.projects[gid] = project
     with ws.store.locked():
         ws.store.write(state)

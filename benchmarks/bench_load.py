@@ -48,7 +48,7 @@ def session(gid: str, role: str) -> str:
 
 
 def setup(root: Path, projects: int, lifecycles: int) -> Workspace:
-    from devclaw.commands.project import register_project
+    from devclaw.registry import register_project
 
     ws = Workspace(root)
     ws.memory.mkdir(parents=True, exist_ok=True)
@@ -68,12 +68,17 @@ class Driver:
         self.ws, self.rng = ws, random.Random(seed)
         self.ok: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        self.repeated: Counter[str] = Counter()
 
     def call(self, tool: str, **params: Any) -> dict[str, Any] | None:
         try:
             result = call_tool(self.ws, tool, params)
         except DevclawError:
             self.failed[tool] += 1
+            return None
+        if result.get("repeated"):
+            # Another process already did this (its worker has the issue): a lost race, not ours to finish.
+            self.repeated[tool] += 1
             return None
         self.ok[tool] += 1
         return result
@@ -90,18 +95,20 @@ class Driver:
     def step(self, gid: str) -> bool:
         project = self.ws.store.read().project(gid)
         tracker = self.ws.tracker(project)
-        if not project.qa.active:
+        if not project.worker("qa").active:
             for issue in tracker.list_issues(Label.TO_TEST)[:1]:
                 return self.lifecycle_step(gid, issue.id, "qa", self.rng.choice(OUTCOMES))
-        if not project.dev.active:
+        if not project.worker("dev").active:
             for issue in (tracker.list_issues(Label.TO_IMPROVE) + tracker.list_issues(Label.TO_DO))[:1]:
                 return self.lifecycle_step(gid, issue.id, "dev", "done")
         return False
 
     def lifecycle_step(self, gid: str, issue: int, role: str, result: str) -> bool:
-        if self.call("task_pickup", issueId=issue, role=role, projectGroupId=gid) is None:
+        picked = self.call("task_pickup", issueId=issue, role=role, projectGroupId=gid)
+        if picked is None:
             return False  # another process was first: the refusal is the expected outcome of a race
-        self.call("task_pickup_confirm", projectGroupId=gid, role=role, sessionId=session(gid, role))
+        if picked["sessionAction"] == "spawn":  # as the instructions say: confirm what was spawned
+            self.call("task_pickup_confirm", projectGroupId=gid, role=role, sessionId=session(gid, role))
         self.call("task_complete", role=role, result=result, projectGroupId=gid, summary=f"{role} {result}")
         return True
 

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devclaw.commands.project import register_project
+from devclaw.registry import register_project
 from devclaw.state import Project, TrackerConfig
 from devclaw.tools import call_tool
 from devclaw.workspace import Workspace

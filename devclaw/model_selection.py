@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from devclaw.workflow import Role
+from devclaw.workflow import ROLES, Role
 
 DEFAULT_MODELS: dict[str, str] = {
     "haiku": "anthropic/claude-haiku-4-5",
@@ -81,9 +81,17 @@ def select_model(
     return ModelChoice(alias, table.get(alias, alias), reason)
 
 
+def full_model(alias: str | None, models: dict[str, str] | None = None) -> str | None:
+    """The full model id of an alias (an unknown alias is taken as a full id already)."""
+    if alias is None:
+        return None
+    return {**DEFAULT_MODELS, **(models or {})}.get(alias, alias)
+
+
 def _heuristic(text: str, role: Role) -> tuple[str, str]:
-    if role == "qa":
-        return "grok", "Default QA model"
+    default = ROLES[role].default_model if role in ROLES else None
+    if default is not None:
+        return default, f"Default {role.upper()} model"
     words = len(text.split())
     simple = _SIMPLE.search(text)
     complex_ = _COMPLEX.search(text)

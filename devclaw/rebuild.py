@@ -99,11 +99,14 @@ def _registry(ws: Workspace, report: RebuildReport) -> ProjectsFile:
 
 @dataclass
 class _History:
-    """What the audit log last said about each worker: (groupId, role) -> fields."""
+    """What the audit log last said about each worker slot: (groupId, role, slot) -> fields."""
 
-    session: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    model: dict[tuple[str, str], str] = field(default_factory=dict)
-    picked: dict[tuple[str, str, int], str] = field(default_factory=dict)  # (groupId, role, issue) -> ts
+    session: dict[tuple[str, str, int], str | None] = field(default_factory=dict)
+    model: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    #: (groupId, role, issue) -> (pickup time, slot)
+    picked: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    #: (groupId, issue) -> QA fails (the loop brake's count)
+    qa_fails: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @classmethod
     def read(cls, ws: Workspace) -> _History:
@@ -113,21 +116,32 @@ class _History:
         return history
 
     def _apply(self, record: dict[str, Any]) -> None:
-        event, key = record.get("event"), (str(record.get("groupId")), str(record.get("role")))
+        event, group, role = record.get("event"), str(record.get("groupId")), str(record.get("role"))
+        slot: int = record["slot"] if isinstance(record.get("slot"), int) else 0
+        key = (group, role, slot)
         if event == "task_pickup":
             self.model[key] = str(record.get("model"))
-            self.picked[(*key, int(record.get("issue", 0)))] = str(record.get("ts"))
-            if record.get("sessionId"):
-                self.session[key] = str(record["sessionId"])
+            self.picked[(group, role, int(record.get("issue", 0)))] = (str(record.get("ts")), slot)
+            # A spawn starts a new session (none until it is confirmed); a send keeps the one it names.
+            self.session[key] = str(record["sessionId"]) if record.get("sessionId") else None
         elif event == "task_pickup_confirm":
             self.session[key] = record.get("sessionId")
+        elif event == "task_complete" and role == "qa" and record.get("result") == "fail":
+            issue = (group, int(record.get("issue", 0)))
+            self.qa_fails[issue] = self.qa_fails.get(issue, 0) + 1
+        elif event == "health_fix" and record.get("type") == "zombie_session":
+            self.session[key] = None
         elif event == "health_check":
             for fix in record.get("fixed") or []:
                 if isinstance(fix, dict) and fix.get("type") == "zombie_session":
-                    self.session[(str(fix.get("groupId")), str(fix.get("role")))] = None
+                    fixed_slot: int = fix["slot"] if isinstance(fix.get("slot"), int) else 0
+                    self.session[(str(fix.get("groupId")), str(fix.get("role")), fixed_slot)] = None
 
 
 def _rebuild_workers(ws: Workspace, group_id: str, project: Project, history: _History, report: RebuildReport) -> None:
+    fails = {str(issue): count for (gid, issue), count in history.qa_fails.items() if gid == group_id}
+    project.qa_fails = {**fails, **project.qa_fails}
+    project.intents = []
     try:
         tracker = ws.tracker(project)
         on_label = {role: tracker.list_issues(ACTIVE_LABEL[role]) for role in ROLES}
@@ -137,20 +151,29 @@ def _rebuild_workers(ws: Workspace, group_id: str, project: Project, history: _H
         )
         return
     for role in ROLES:
-        worker = _worker(group_id, role, [issue.id for issue in on_label[role]], history)
-        setattr(project, role, worker)
-        if worker.active:
-            report.active_workers.append({"groupId": group_id, "role": role, "issueId": int(worker.issue_id or 0)})
+        workers = _workers(group_id, role, project.max_slots(role), [i.id for i in on_label[role]], history)
+        project.workers[role] = workers
+        for slot, worker in enumerate(workers):
+            if worker.active:
+                several = {"slot": slot} if project.max_slots(role) > 1 else {}
+                report.active_workers.append({"groupId": group_id, "role": role, **several, "issueId": worker.issue_id})
 
 
-def _worker(group_id: str, role: Role, issues: list[int], history: _History) -> Worker:
-    key = (group_id, role)
-    worker = Worker(session_id=history.session.get(key), model=history.model.get(key))
-    if issues:
-        latest = max(issues, key=lambda issue: history.picked.get((*key, issue), ""))
-        worker.active, worker.issue_id = True, str(latest)
-        worker.start_time = history.picked.get((*key, latest)) or utc_now()
-    return worker
+def _workers(group_id: str, role: Role, slots: int, issues: list[int], history: _History) -> list[Worker]:
+    workers = [
+        Worker(session_id=history.session.get((group_id, role, s)), model=history.model.get((group_id, role, s)))
+        for s in range(slots)
+    ]
+    latest_first = sorted(issues, key=lambda i: history.picked.get((group_id, role, i), ("", 0))[0], reverse=True)
+    free = list(range(slots))
+    for issue in latest_first[:slots]:
+        picked_at, slot = history.picked.get((group_id, role, issue), ("", free[0]))
+        slot = slot if slot in free else free[0]
+        free.remove(slot)
+        workers[slot] = workers[slot].model_copy(
+            update={"active": True, "issue_id": issue, "start_time": picked_at or utc_now()}
+        )
+    return workers
 
 
 def _keep_aside(store: ProjectStore) -> str | None:

@@ -10,20 +10,25 @@ or validate is reported and never overwritten.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
-from collections.abc import Iterator
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import filelock
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from devclaw.errors import ConfigError, NotFoundError, StateError
-from devclaw.workflow import Role
+from devclaw.workflow import ROLES, Role
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION: Literal[2] = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 
@@ -33,17 +38,73 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+def parse_issue_id(value: object) -> int | None:
+    """The one parser for an issue id as stored: an integer, or DevClaw's digit string (" 7" included).
+    Anything else is no issue (health reports an active worker without one)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value < 2**31 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return parse_issue_id(int(value.strip()))
+    return None
+
+
+def normalize_time(value: object) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z, the one format devclaw writes. A naive time is UTC;
+    text that is not a time is no time (health then reports the worker as it would one without)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    normalized = normalize_time(value)
+    return datetime.fromisoformat(normalized.replace("Z", "+00:00")) if normalized else None
+
+
+class TokenUsage(CamelModel):
+    """What a worker run spent, summed over its assistant messages (cost in USD when the provider prices it)."""
+
+    input: int = Field(default=0, ge=0)
+    output: int = Field(default=0, ge=0)
+    cache_read: int = Field(default=0, ge=0)
+    cache_write: int = Field(default=0, ge=0)
+    cost: float | None = Field(default=None, ge=0)
+
+
+class Completion(CamelModel):
+    """The last task a worker slot completed: a retried task_complete answers with it, changing nothing."""
+
+    issue_id: int
+    result: str
+    response: dict[str, Any]
+
+
 class Worker(CamelModel):
     active: bool = False
     session_id: str | None = None
-    issue_id: str | None = None  # a string in this file, as in DevClaw's own files
+    issue_id: int | None = None
     start_time: str | None = None
     model: str | None = None
+    usage: TokenUsage | None = None
+    last_completion: Completion | None = None
 
-    def deactivate(self) -> None:
-        """Done with the issue; session, model and start time are kept so the session is reused."""
-        self.active = False
-        self.issue_id = None
+    @field_validator("issue_id", mode="before")
+    @classmethod
+    def _issue_id(cls, value: object) -> int | None:
+        return parse_issue_id(value)
+
+    @field_validator("start_time", mode="before")
+    @classmethod
+    def _start_time(cls, value: object) -> str | None:
+        return normalize_time(value)
 
 
 class TrackerConfig(CamelModel):
@@ -51,6 +112,43 @@ class TrackerConfig(CamelModel):
     path: str | None = None
     base_url: str | None = None
     token_env: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value and "@" in urlsplit(value.strip()).netloc:
+            raise ValueError(
+                "the base URL must not contain credentials: put the token in an environment variable and "
+                "name it with --token-env (tracker.tokenEnv)"
+            )
+        return value
+
+    def identity(self) -> tuple[str, str, str]:
+        """Which tracker project this is: two devclaw projects on one would undo each other's work."""
+        return (self.provider, (self.base_url or "").rstrip("/").lower(), (self.path or "").strip("/").lower())
+
+
+class SlotChange(CamelModel):
+    """A worker slot's new value, as one plan commits it."""
+
+    role: str
+    slot: int = Field(ge=0)
+    worker: Worker
+
+
+class Intent(CamelModel):
+    """A tracker move apply is about to make, recorded before it: if its reply is lost, the next call on
+    the project (or session_health) re-reads the issue and finishes (landed) or drops (not landed) it."""
+
+    id: str
+    created_at: str
+    tool: str
+    issue_id: int
+    from_label: str | None
+    to_label: str
+    slots: list[SlotChange] = Field(default_factory=list)
+    qa_fails: dict[str, int] = Field(default_factory=dict)
+    records: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Project(CamelModel):
@@ -61,11 +159,62 @@ class Project(CamelModel):
     deploy_branch: str = "main"
     deploy_url: str = ""
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    dev: Worker = Field(default_factory=Worker)
-    qa: Worker = Field(default_factory=Worker)
+    #: Role -> how many workers of that role may work at once (default 1).
+    max_workers: dict[str, int] = Field(default_factory=dict)
+    #: Role -> its worker slots; slot 0 always exists.
+    workers: dict[str, list[Worker]] = Field(default_factory=dict)
+    #: Issue id -> how many times it failed QA (the loop brake's count), changed in the same commit.
+    qa_fails: dict[str, int] = Field(default_factory=dict)
+    #: Tracker moves whose outcome is not known yet (see ``Intent``).
+    intents: list[Intent] = Field(default_factory=list)
+    #: Audit lines a committed change could not append (the disk was full, the log unwritable).
+    audit_gaps: list[dict[str, Any]] = Field(default_factory=list)
 
-    def worker(self, role: Role) -> Worker:
-        return self.dev if role == "dev" else self.qa
+    @model_validator(mode="before")
+    @classmethod
+    def _v1_workers(cls, data: Any) -> Any:
+        # Version 1 and DevClaw's shape hold one worker per role under "dev" and "qa".
+        if isinstance(data, dict) and any(role in data for role in ("dev", "qa")):
+            data = dict(data)
+            workers = dict(data.get("workers") or {})
+            for role in ("dev", "qa"):
+                if role in data:
+                    workers.setdefault(role, [data.pop(role)])
+            data["workers"] = workers
+        return data
+
+    @model_validator(mode="after")
+    def _every_role_has_a_slot(self) -> Project:
+        for role in ROLES:
+            if not self.workers.get(role):
+                self.workers[role] = [Worker()]
+        return self
+
+    def slots(self, role: Role) -> list[Worker]:
+        return self.workers.get(role) or [Worker()]
+
+    def worker(self, role: Role, slot: int = 0) -> Worker:
+        slots = self.slots(role)
+        return slots[slot] if slot < len(slots) else Worker()
+
+    def max_slots(self, role: Role) -> int:
+        return max(1, self.max_workers.get(role, 1))
+
+    def active_slots(self, role: Role) -> list[tuple[int, Worker]]:
+        return [(slot, worker) for slot, worker in enumerate(self.slots(role)) if worker.active]
+
+    def every_worker(self) -> list[tuple[Role, int, Worker]]:
+        return [(role, slot, worker) for role in ROLES for slot, worker in enumerate(self.slots(role))]
+
+    def qa_fail_count(self, issue_id: int) -> int:
+        return self.qa_fails.get(str(issue_id), 0)
+
+    def config_json(self) -> dict[str, Any]:
+        """The configuration alone (what ``project_register`` logs and rebuild restores): no work state."""
+        return self.model_dump(mode="json", by_alias=True, include=CONFIG_FIELDS)
+
+
+CONFIG_FIELDS = {"name", "group_name", "repo", "base_branch", "deploy_branch", "deploy_url", "tracker", "max_workers"}
 
 
 class HealthSettings(CamelModel):
@@ -78,28 +227,33 @@ class HealthSettings(CamelModel):
 
 
 class ProjectsFile(CamelModel):
-    version: Literal[1] = SCHEMA_VERSION
+    version: Literal[2] = SCHEMA_VERSION
     health: HealthSettings = Field(default_factory=HealthSettings)
     #: Model alias -> full model id, overriding devclaw's defaults (see docs/CONFIGURATION.md).
     models: dict[str, str] = Field(default_factory=dict)
+    #: At most this many workers active at once over every project (unset: no cap).
+    max_active_workers: int | None = Field(default=None, ge=1)
+    #: Role -> at most this many of its workers active at once over every project.
+    max_active_workers_per_role: dict[str, int] = Field(default_factory=dict)
     projects: dict[str, Project] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
-    def _migrate_devclaw_shape(cls, data: Any) -> Any:
+    def _migrate(cls, data: Any) -> Any:
         # DevClaw's file has no version and no tracker; its issues lived on GitLab (it drove glab).
-        # The new shape is written only on the next real change, by whichever tool makes it.
-        if not isinstance(data, dict) or "version" in data:
+        # Version 1 keeps one worker per role (``Project`` moves it into ``workers``). Either is written
+        # in the new shape only on the next real change, by whichever call makes it.
+        if not isinstance(data, dict):
             return data
-        projects = data.get("projects")
-        if not isinstance(projects, dict):
-            return data
-        migrated = {}
-        for group_id, project in projects.items():
-            if isinstance(project, dict) and "tracker" not in project:
-                project = {**project, "tracker": {"provider": "gitlab"}}
-            migrated[group_id] = project
-        return {**data, "version": SCHEMA_VERSION, "projects": migrated}
+        if "version" not in data and isinstance(data.get("projects"), dict):
+            projects = {
+                gid: {**p, "tracker": {"provider": "gitlab"}} if isinstance(p, dict) and "tracker" not in p else p
+                for gid, p in data["projects"].items()
+            }
+            data = {**data, "version": 1, "projects": projects}
+        if data.get("version") == 1:
+            data = {**data, "version": SCHEMA_VERSION}
+        return data
 
     def project(self, group_id: str) -> Project:
         try:
@@ -108,17 +262,44 @@ class ProjectsFile(CamelModel):
             available = ", ".join(self.projects) or "none (register one with `devclaw project add`)"
             raise NotFoundError(f"Project not found for groupId: {group_id}. Available: {available}") from None
 
+    def active_count(self, role: Role | None = None) -> int:
+        return sum(
+            1
+            for project in self.projects.values()
+            for name, _, worker in project.every_worker()
+            if worker.active and (role is None or name == role)
+        )
+
 
 class ProjectStore:
-    """Reads and atomically rewrites ``memory/projects.json``."""
+    """Reads and atomically rewrites ``memory/projects.json``.
+
+    ``read`` takes no lock (the file is only ever replaced whole) and returns a parsed file shared with
+    other readers of this store: treat it as read-only. ``update`` is the one way to change it: a short
+    lock, a fresh read, the change applied to a copy, one atomic write.
+    """
 
     def __init__(self, path: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.path = path
         self.backup_path = path.with_name(path.name + ".bak")
+        self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=lock_timeout)
+        self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
+        self._fragments: dict[str, tuple[Project, str]] = {}
+        self._guard = threading.Lock()
 
     def read(self) -> ProjectsFile:
         """The current file, validated. A missing file is an empty registry."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return ProjectsFile()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read {self.path}: {exc.strerror}") from exc
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -126,18 +307,21 @@ class ProjectStore:
         except OSError as exc:
             raise ConfigError(f"Cannot read {self.path}: {exc.strerror}") from exc
         try:
-            return ProjectsFile.model_validate_json(raw)
+            state = ProjectsFile.model_validate_json(raw)
         except ValidationError as exc:
             raise ConfigError(f"{self.path} is not a valid devclaw projects file: {_describe(exc)}") from exc
+        self._cache = (key, state)
+        return state
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[ProjectsFile]:
-        """Hold the lock for a whole read-check-write; yields the file as read under the lock."""
+        """Hold the file lock for a whole read-check-write (rebuild); yields the file as read under it."""
         try:
-            self._lock.acquire()
+            # The lock is held for one short write: poll often, a 50 ms default would be most of the wait.
+            self._lock.acquire(poll_interval=0.002)
         except filelock.Timeout:
             raise StateError(
-                f"{self.path} is locked by another devclaw call (waited {self._lock.timeout:g} s); "
+                f"{self.path} is locked by another devclaw call (waited {self.lock_timeout:g} s); "
                 "try again, or raise DEVCLAW_LOCK_TIMEOUT if calls are slow"
             ) from None
         try:
@@ -145,15 +329,45 @@ class ProjectStore:
         finally:
             self._lock.release()
 
+    def update(self, change: Callable[[ProjectsFile], ProjectsFile]) -> ProjectsFile:
+        """Re-read the file under the lock, ``change`` it (a function returning the new file, never
+        mutating the one it is given) and write the result. The lock is held for this alone."""
+        with self.locked() as state:
+            new = change(state)
+            self.write(new)
+            return new
+
     def write(self, state: ProjectsFile) -> None:
         """Atomically replace the file. Call only inside ``locked()``."""
         assert self._lock.is_locked, "ProjectStore.write outside locked()"
-        text = state.model_dump_json(by_alias=True, indent=2) + "\n"
+        data = self._serialize(state)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, text.encode(), self.backup_path)
+            _atomic_write(self.path, data, self.backup_path)
+            stat = self.path.stat()
         except OSError as exc:
             raise StateError(f"Cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._cache = ((stat.st_mtime_ns, stat.st_size, stat.st_ino), state)
+
+    def _serialize(self, state: ProjectsFile) -> bytes:
+        # Projects that did not change are the same objects as at the last write: reuse their text, so a
+        # commit costs the same with 1,000 projects as with 10 (dumping them all is most of the time).
+        head = state.model_dump_json(by_alias=True, indent=2, exclude={"projects"})
+        with self._guard:
+            fragments = {gid: self._fragment(gid, project) for gid, project in state.projects.items()}
+            self._fragments = {gid: (state.projects[gid], text) for gid, text in fragments.items()}
+        if not fragments:
+            body = "{}"
+        else:
+            entries = ",\n".join(f"    {json.dumps(gid)}: {text}" for gid, text in fragments.items())
+            body = "{\n" + entries + "\n  }"
+        return (head[:-2] + ',\n  "projects": ' + body + "\n}\n").encode()
+
+    def _fragment(self, group_id: str, project: Project) -> str:
+        known = self._fragments.get(group_id)
+        if known is not None and known[0] is project:
+            return known[1]
+        return textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
 
 
 def _atomic_write(path: Path, data: bytes, backup: Path) -> None:

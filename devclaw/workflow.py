@@ -15,6 +15,7 @@ Rules, in the order the code relies on them:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -44,11 +45,11 @@ class Event(StrEnum):
     HUMAN = "human"  # a person approves a planned or refined issue
 
 
-Role = Literal["dev", "qa"]
-Result = Literal["done", "pass", "fail", "refine"]
+#: A role's name ("dev", "qa"): a key of ``ROLES``. Tool inputs check it against the table.
+Role = str
+#: A completion result ("done", "pass", "fail", "refine"): a key of some role's ``results``.
+Result = str
 IssueState = Literal["open", "closed"]
-
-ROLES: tuple[Role, ...] = ("dev", "qa")
 
 COLOURS: dict[Label, str] = {
     Label.PLANNING: "#95a5a6",
@@ -84,16 +85,98 @@ TRANSITIONS: dict[Label, dict[Event, Label]] = {
 # The issue's open/closed state that goes with an event, written in the same request as the label.
 ISSUE_STATE_AFTER: dict[Event, IssueState] = {Event.QA_PASS: "closed", Event.QA_FAIL: "open"}
 
-START_LABELS: dict[Role, tuple[Label, ...]] = {
-    "dev": (Label.TO_DO, Label.TO_IMPROVE),
-    "qa": (Label.TO_TEST,),
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """One role, as data: everything the tools, health and the board need to know about it."""
+
+    name: Role
+    #: Labels a worker of this role picks up from (queue priority is ``QUEUES``).
+    start_labels: tuple[Label, ...]
+    #: The label an issue carries while a worker of this role works on it.
+    active_label: Label
+    pickup_event: Event
+    #: Completion result -> event; the first result is the one a reply with no verdict would need.
+    results: dict[Result, Event]
+    #: Announcement per result ({id}, {summary} are filled in).
+    announcements: dict[Result, str]
+    #: What the worker is told to do and to reply ({id}, {base_branch} are filled in).
+    task: str
+    #: The announcement emoji, or per model alias where the model says something about the task.
+    emoji: str
+    emoji_by_model: dict[str, str] = field(default_factory=dict)
+    #: The model alias when no keyword decides; None: the keyword heuristic picks (haiku/sonnet/opus).
+    default_model: str | None = None
+    #: The health revert for work that lost its worker, and the one after the issue already failed QA.
+    revert_event: Event = Event.REVERT
+    revert_after_fail: Event | None = None
+
+    @property
+    def title(self) -> str:
+        return self.name.upper()
+
+    def emoji_for(self, model_alias: str) -> str:
+        return self.emoji_by_model.get(model_alias, self.emoji)
+
+
+ROLES: dict[Role, RoleSpec] = {
+    "dev": RoleSpec(
+        name="dev",
+        start_labels=(Label.TO_DO, Label.TO_IMPROVE),
+        active_label=Label.DOING,
+        pickup_event=Event.DEV_PICKUP,
+        results={"done": Event.DEV_DONE},
+        announcements={"done": "✅ DEV done #{id}{summary}. Moved to QA queue."},
+        task=(
+            "Work on a branch from {base_branch}, open a merge/pull request that closes #{id}, and get it "
+            "merged. When it is merged, reply with one line: DONE: <what you changed>."
+        ),
+        emoji="🔧",
+        emoji_by_model={"haiku": "⚡", "sonnet": "🔧", "opus": "🧠"},
+        revert_after_fail=Event.REVERT_FIX,
+    ),
+    "qa": RoleSpec(
+        name="qa",
+        start_labels=(Label.TO_TEST,),
+        active_label=Label.TESTING,
+        pickup_event=Event.QA_PICKUP,
+        results={"pass": Event.QA_PASS, "fail": Event.QA_FAIL, "refine": Event.QA_REFINE},
+        announcements={
+            "pass": "🎉 QA PASS #{id}{summary}. Issue closed.",
+            "fail": "❌ QA FAIL #{id}{summary}. Sent back to DEV.",
+            "refine": "🤔 QA REFINE #{id}{summary}. Awaiting human decision.",
+        },
+        task=(
+            "Review and test the change for #{id} against the issue. Reply with one line: PASS: <what you "
+            "verified>, FAIL: <what is wrong>, or REFINE: <the question a human must decide>."
+        ),
+        emoji="🔍",
+        default_model="grok",
+    ),
 }
-ACTIVE_LABEL: dict[Role, Label] = {"dev": Label.DOING, "qa": Label.TESTING}
-PICKUP_EVENT: dict[Role, Event] = {"dev": Event.DEV_PICKUP, "qa": Event.QA_PICKUP}
-RESULT_EVENT: dict[Role, dict[Result, Event]] = {
-    "dev": {"done": Event.DEV_DONE},
-    "qa": {"pass": Event.QA_PASS, "fail": Event.QA_FAIL, "refine": Event.QA_REFINE},
-}
+
+#: Every result any role has, in table order: the ``result`` parameter's vocabulary.
+RESULTS: tuple[Result, ...] = tuple(dict.fromkeys(r for spec in ROLES.values() for r in spec.results))
+
+# Derived views of the table, for readers that want one fact about every role.
+START_LABELS: dict[Role, tuple[Label, ...]] = {name: spec.start_labels for name, spec in ROLES.items()}
+ACTIVE_LABEL: dict[Role, Label] = {name: spec.active_label for name, spec in ROLES.items()}
+PICKUP_EVENT: dict[Role, Event] = {name: spec.pickup_event for name, spec in ROLES.items()}
+RESULT_EVENT: dict[Role, dict[Result, Event]] = {name: dict(spec.results) for name, spec in ROLES.items()}
+
+
+def role_spec(role: Role) -> RoleSpec:
+    """The table row of ``role``; a ``WorkflowError`` naming the roles for any other name."""
+    try:
+        return ROLES[role]
+    except KeyError:
+        raise WorkflowError(f'Unknown role "{role}"; roles: {", ".join(ROLES)}') from None
+
+
+def active_role(label: Label | None) -> Role | None:
+    """The role whose workers work on issues carrying ``label``."""
+    return next((name for name, spec in ROLES.items() if spec.active_label == label), None)
+
 
 # queue_status lists these, in this priority order, under these result keys.
 QUEUES: tuple[tuple[str, Label], ...] = (
@@ -122,6 +205,12 @@ def current_label(labels: tuple[str, ...] | list[str]) -> Label | None:
     """The issue's workflow state: the first workflow label, in table order, present on it."""
     present = set(labels)
     return next((label for label in Label if label.value in present), None)
+
+
+def workflow_labels(labels: tuple[str, ...] | list[str]) -> list[Label]:
+    """Every workflow label on an issue, in table order: more than one is a conflict for a person."""
+    present = set(labels)
+    return [label for label in Label if label.value in present]
 
 
 def parse_label(text: str) -> Label:

@@ -12,7 +12,7 @@ from pathlib import Path
 from devclaw.audit import AuditLog
 from devclaw.errors import ConfigError
 from devclaw.state import DEFAULT_LOCK_TIMEOUT, Project, ProjectStore
-from devclaw.trackers import Tracker, open_tracker
+from devclaw.trackers import Tracker, client_key, open_tracker
 
 WORKSPACE_ENV = "DEVCLAW_WORKSPACE"
 LOCK_TIMEOUT_ENV = "DEVCLAW_LOCK_TIMEOUT"
@@ -26,6 +26,9 @@ def _utc_now() -> datetime:
 class Workspace:
     root: Path
     clock: Callable[[], datetime] = field(default=_utc_now, compare=False)
+    #: One client per project configuration, reused by every call through this workspace (serve keeps
+    #: one Workspace per root, so a project's HTTP connection is kept open between calls).
+    _trackers: dict[str, Tracker] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def resolve(cls, option: str | None = None) -> Workspace:
@@ -49,7 +52,11 @@ class Workspace:
         return self.clock().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def tracker(self, project: Project) -> Tracker:
-        return open_tracker(project, self.memory)
+        key = client_key(project)
+        found = self._trackers.get(key)
+        if found is None:
+            found = self._trackers.setdefault(key, open_tracker(project, self.memory))
+        return found
 
 
 def _lock_timeout() -> float:

@@ -63,7 +63,7 @@ def ws(tmp_path: Path) -> Workspace:
 
 
 def add_local_project(ws: Workspace, group_id: str = GROUP, name: str = "webapp", **fields: Any) -> Project:
-    from devclaw.commands.project import register_project
+    from devclaw.registry import register_project
 
     project = Project(name=name, tracker=TrackerConfig(provider="local", path=name), **fields)
     register_project(ws, group_id, project)

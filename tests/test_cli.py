@@ -53,7 +53,7 @@ def test_project_add_creates_labels_once(tmp_path: Path) -> None:
     again = ok(devclaw(path, "project", "add", GROUP, "--name", "webapp"))
     assert again["labelsCreated"] == [] and again["updated"] is True
     listed = ok(devclaw(path, "project", "list"))
-    assert list(listed) == [GROUP] and listed[GROUP]["dev"]["active"] is False
+    assert list(listed) == [GROUP] and listed[GROUP]["workers"]["dev"][0]["active"] is False
 
 
 def test_issue_commands_with_negative_group_ids(root: Path) -> None:
@@ -140,12 +140,13 @@ def test_status_board(root: Path) -> None:
 
 def test_audit_command_filters(root: Path) -> None:
     ok(devclaw(root, "issue", "create", GROUP, "--title", "Add login", "--label", "To Do"))
+    ok(devclaw(root, "issue", "create", GROUP, "--title", "Add logout", "--label", "To Do"))
     ok(devclaw(root, "call", "task_pickup", json.dumps({"issueId": 1, "role": "dev", "projectGroupId": GROUP})))
-    devclaw(root, "call", "task_pickup", json.dumps({"issueId": 1, "role": "dev", "projectGroupId": GROUP}))
+    devclaw(root, "call", "task_pickup", json.dumps({"issueId": 2, "role": "dev", "projectGroupId": GROUP}))
     lines = devclaw(root, "audit", "--event", "task_pickup", "--json").stdout.splitlines()
     assert [json.loads(line)["issue"] for line in lines] == [1]
     assert devclaw(root, "audit", "--project", GROUP, "--event", "error").stdout.count("DEV worker already") == 1
-    assert len(devclaw(root, "audit", "--issue", "1", "--json").stdout.splitlines()) == 3
+    assert len(devclaw(root, "audit", "--issue", "2", "--json").stdout.splitlines()) == 1
     assert devclaw(root, "audit", "--since", "2999-01-01").stdout == ""
     readable = devclaw(root, "audit", "--event", "task_pickup").stdout
     assert " task_pickup " in readable and "webapp #1 DEV" in readable
@@ -175,5 +176,5 @@ def test_demo_plays_the_lifecycle(tmp_path: Path) -> None:
     ]:
         assert line in out, line
     ws = Workspace(tmp_path / "demo")
-    assert ws.store.read().project("-1001234567890").dev.active is False
+    assert ws.store.read().project("-1001234567890").worker("dev").active is False
     assert len(list(ws.audit.records(event="task_complete"))) == 6

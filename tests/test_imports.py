@@ -85,4 +85,4 @@ def test_pickup_really_happened(local_ws: Workspace) -> None:
     params = json.dumps({"projectGroupId": GROUP, "issueId": 1, "role": "dev"})
     modules_after(local_ws, "call", "task_pickup", params)
     assert local_tracker(local_ws).get_issue(1).label == "Doing"
-    assert local_ws.store.read().project(GROUP).dev.active
+    assert local_ws.store.read().project(GROUP).worker("dev").active

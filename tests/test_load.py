@@ -34,7 +34,10 @@ def test_concurrent_lifecycles_keep_every_invariant(tmp_path: Path) -> None:
     report = load.run_load(tmp_path / "ws", projects=20, lifecycles=LIFECYCLES, processes=4)
     assert report["problems"] == []
     ok = report["successfulCalls"]
-    assert ok["task_pickup"] >= 2 * LIFECYCLES and ok["task_complete"] == ok["task_pickup"] == ok["task_pickup_confirm"]
+    assert (
+        ok["task_pickup"] >= 2 * LIFECYCLES
+        and ok["task_complete"] == ok["task_pickup"] >= ok["task_pickup_confirm"] >= 1
+    )
     assert ok["session_health"] >= 1
     ws = Workspace(tmp_path / "ws")
     results = Counter(r["result"] for r in ws.audit.records(event="task_complete") if r["role"] == "qa")

@@ -182,7 +182,7 @@ def test_reads_are_answered_while_a_write_waits_for_the_project_lock(
         assert serve.responses.empty()
     second = serve.receive()
     assert second["id"] == "write" and second["ok"] is True, second
-    assert ws.store.read().project(GROUP).dev.active is True
+    assert ws.store.read().project(GROUP).worker("dev").active is True
 
 
 def test_concurrent_writes_to_one_workspace_lose_nothing(start_serve: Any, ws: Workspace) -> None:
@@ -203,7 +203,7 @@ def test_concurrent_writes_to_one_workspace_lose_nothing(start_serve: Any, ws: W
     assert sorted(r["id"] for r in responses) == sorted(groups)
     assert all(r["ok"] for r in responses), [r for r in responses if not r["ok"]]
     state = ws.store.read()
-    assert all(state.project(group).dev.active for group in groups)
+    assert all(state.project(group).worker("dev").active for group in groups)
     assert [r["event"] for r in ws.audit.records()].count("task_pickup") == len(groups)
 
 

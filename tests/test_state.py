@@ -34,8 +34,11 @@ DEVCLAW_SHAPE = {
     ("content", "problem"),
     [
         ("{not json", "Invalid JSON"),
-        ('{"version": 1, "projects": {"-1": {"name": "x", "dev": {"active": "maybe"}}}}', "projects.-1.dev.active"),
-        ('{"version": 2, "projects": {}}', "version: Input should be 1"),
+        (
+            '{"version": 1, "projects": {"-1": {"name": "x", "dev": {"active": "maybe"}}}}',
+            "projects.-1.workers.dev.0.active",
+        ),
+        ('{"version": 3, "projects": {}}', "version: Input should be 2"),
         ('{"version": 1, "projects": {"-1": {"name": "x", "tracker": {"provider": "jira"}}}}', "tracker.provider"),
         ('{"version": 1, "projects": {"-1": {"name": "x", "colour": "blue"}}}', "colour: Extra inputs"),
     ],
@@ -56,16 +59,25 @@ def test_devclaw_shaped_file_loads_and_is_rewritten_only_on_change(ws: Workspace
     ws.store.path.write_text(original)
     state = ws.store.read()
     project = state.project(GROUP)
-    assert project.tracker.provider == "gitlab" and project.dev.issue_id == "42" and state.version == 1
+    assert project.tracker.provider == "gitlab" and project.worker("dev").issue_id == 42 and state.version == 2
     status = call_tool(ws, "session_health", {})  # read-only: must not rewrite the file
     assert status["issuesFound"] >= 1 and ws.store.path.read_text() == original
-    with ws.store.locked() as locked:
-        locked.project(GROUP).dev.deactivate()
-        ws.store.write(locked)
+    ws.store.update(lambda s: s)  # the next change, whatever it is, writes the new shape
     written = json.loads(ws.store.path.read_text())
-    assert written["version"] == 1 and written["projects"][GROUP]["tracker"]["provider"] == "gitlab"
-    assert written["projects"][GROUP]["dev"]["sessionId"] == "agent:main:subagent:abc"
+    assert written["version"] == 2 and written["projects"][GROUP]["tracker"]["provider"] == "gitlab"
+    worker = written["projects"][GROUP]["workers"]["dev"][0]
+    assert worker["sessionId"] == "agent:main:subagent:abc" and worker["issueId"] == 42 and worker["active"]
     assert ws.store.backup_path.read_text() == original
+    assert ws.store.read().model_dump() == state.model_dump()  # the round trip keeps everything
+
+
+def test_version_1_file_loads_and_round_trips(ws: Workspace) -> None:
+    v1 = {"version": 1, "projects": {GROUP: {**DEVCLAW_SHAPE["projects"][GROUP], "tracker": {"provider": "local"}}}}
+    ws.store.path.write_text(json.dumps(v1))
+    state = ws.store.read()
+    assert state.project(GROUP).worker("dev").issue_id == 42 and state.project(GROUP).worker("qa").active is False
+    ws.store.update(lambda s: s)
+    assert ws.store.read().model_dump() == state.model_dump()
 
 
 def test_lock_timeout_is_a_clear_error(ws: Workspace, tracker: LocalTracker) -> None:
@@ -105,7 +117,7 @@ def test_eight_processes_race_for_one_worker(ws: Workspace, tracker: LocalTracke
     assert len(winners) == 1, outcomes
     assert all("DEV worker already active on webapp" in o["lost"] for o in outcomes if "lost" in o)
     state = ws.store.read()
-    assert state.project(GROUP).dev.issue_id == str(winners[0])
+    assert state.project(GROUP).worker("dev").issue_id == winners[0]
     assert [i for i in issues if tracker.get_issue(i).label is Label.DOING] == winners
     records = [json.loads(line) for line in ws.audit.path.read_text().splitlines()]
     assert sum(r["event"] == "task_pickup" for r in records) == 1
@@ -122,7 +134,7 @@ def test_concurrent_updates_to_different_projects_are_all_kept(ws: Workspace) ->
     outcomes = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert all("won" in o for o in outcomes), outcomes
     state = ws.store.read()
-    assert all(state.project(g).dev.active for g in groups)
+    assert all(state.project(g).worker("dev").active for g in groups)
 
 
 def test_no_temp_files_left_behind(ws: Workspace, tracker: LocalTracker) -> None:

@@ -64,7 +64,7 @@ class Setup:
 
 
 def register(ws: Workspace, kind: TrackerKind, base_url: str | None) -> dict[str, Any]:
-    from devclaw.commands.project import register_project
+    from devclaw.registry import register_project
 
     path = {"local": "webapp", "gitlab": "acme/platform/webapp", "github": "acme/webapp"}[kind]
     config = TrackerConfig(provider=kind, path=path, base_url=base_url, token_env=TOKEN_ENV)
@@ -160,7 +160,7 @@ def test_a_failed_label_write_changes_nothing_locally(remote: Setup) -> None:
     assert "HTTP 503" in caught.value.message and f'moving issue #{issue} to "Doing"' in caught.value.message
     assert setup.ws.store.path.read_text() == state_before
     assert setup.labels(issue) == {"To Do", "area/ui"}
-    worker = json.loads(state_before)["projects"][GROUP]["dev"]
+    worker = json.loads(state_before)["projects"][GROUP]["workers"]["dev"][0]
     assert worker["active"] is False
 
 

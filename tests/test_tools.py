@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devclaw.errors import DevclawError, InputError, NotFoundError, WorkflowError
+from devclaw.errors import DevclawError, InputError, NotFoundError, StateError, WorkflowError
 from devclaw.state import Project
 from devclaw.tools import TOOLS, call_tool, tool_specs
 from devclaw.trackers.local import LocalTracker
@@ -30,8 +30,9 @@ def complete(ws: Workspace, role: str, result: str, **extra: Any) -> dict[str, A
 
 
 def worker(ws: Workspace, role: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(ws.store.path.read_text())["projects"][GROUP][role]
-    return data
+    data: dict[str, Any] = json.loads(ws.store.path.read_text())["projects"][GROUP]["workers"][role][0]
+    # What a retry needs (lastCompletion) and the run's usage are checked by the engine tests.
+    return {key: value for key, value in data.items() if key not in ("lastCompletion", "usage")}
 
 
 def label_of(tracker: LocalTracker, issue: int) -> Label | None:
@@ -54,7 +55,7 @@ def test_first_pickup_spawns_and_returns_the_reference_fields(ws: Workspace, tra
     assert f"issue #{issue} — Add login page" in result["taskMessage"] and "DONE:" in result["taskMessage"]
     assert label_of(tracker, issue) is Label.DOING
     state = worker(ws, "dev")
-    assert state["active"] is True and state["issueId"] == "1" and state["model"] == "sonnet"
+    assert state["active"] is True and state["issueId"] == 1 and state["model"] == "sonnet"
     assert state["startTime"].endswith("Z")
     assert audit_events(ws)[-2:] == ["task_pickup", "model_selection"]
 
@@ -230,10 +231,16 @@ def test_model_aliases_come_from_projects_json(ws: Workspace, tracker: LocalTrac
     assert pickup(ws, new_issue(tracker), "dev")["fullModel"] == "openrouter/anthropic/claude-sonnet-4.5"
 
 
-def test_announcement_fits_telegram(ws: Workspace, tracker: LocalTracker) -> None:
-    issue = new_issue(tracker, title="x" * 5000)
-    assert len(pickup(ws, issue, "dev")["announcement"]) == 4096
-    assert len(complete(ws, "dev", "done", summary="y" * 5000)["announcement"]) == 4096
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def test_announcement_fits_telegram_as_it_counts(ws: Workspace, tracker: LocalTracker) -> None:
+    # Telegram counts UTF-16 code units: the emoji are two each, and so is any character outside the BMP.
+    issue = new_issue(tracker, title="𝕏" * 5000)
+    announced = pickup(ws, issue, "dev")["announcement"]
+    assert utf16(announced) <= 4096 and announced.endswith("…") and "\ud835" not in announced
+    assert utf16(complete(ws, "dev", "done", summary="y" * 5000)["announcement"]) == 4096
 
 
 def test_queue_status_lists_queues_oldest_first(ws: Workspace, tracker: LocalTracker) -> None:
@@ -280,8 +287,9 @@ def test_queue_status_tracker_failure_is_never_an_empty_queue(ws: Workspace, pro
 
 
 def test_projects_json_keeps_a_backup_of_the_last_good_version(ws: Workspace, tracker: LocalTracker) -> None:
-    previous = ws.store.path.read_bytes()
     pickup(ws, new_issue(tracker), "dev")
+    previous = ws.store.path.read_bytes()
+    call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId=DEV_SESSION)
     assert ws.store.backup_path.read_bytes() == previous
     assert ws.store.path.read_bytes() != previous
 
@@ -346,19 +354,42 @@ def test_tool_specs_come_from_the_input_models() -> None:
 # --- the commit step --------------------------------------------------------------------------------
 
 
-def test_failed_state_commit_moves_the_label_back(ws: Workspace, tracker: LocalTracker) -> None:
+def test_unwritable_state_fails_before_the_tracker_is_touched(ws: Workspace, tracker: LocalTracker) -> None:
     issue = new_issue(tracker)
-    # A real failure of the commit, even for root: a non-empty folder stands where the backup of
-    # projects.json goes, so the write fails after the tracker write has happened.
+    # A real failure, even for root: a non-empty folder stands where the backup of projects.json goes.
+    # The intent is the first write, so the call fails before the label moves.
     ws.store.backup_path.mkdir()
     (ws.store.backup_path / "keep").write_text("x")
     state_before = ws.store.path.read_bytes()
-    with pytest.raises(DevclawError, match=r'The label move was undone: issue #1 is on "To Do" again'):
+    with pytest.raises(DevclawError, match="Cannot write"):
         pickup(ws, issue, "dev")
     assert label_of(tracker, issue) is Label.TO_DO
     assert ws.store.path.read_bytes() == state_before
     assert audit_events(ws)[-1] == "error"
     assert not list(ws.memory.glob(".projects.json.*.tmp"))
+
+
+def test_failed_state_commit_moves_the_label_back(
+    ws: Workspace, tracker: LocalTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issue = new_issue(tracker)
+    # Patched, because nothing on disk fails exactly the commit after the label moved and lets the
+    # writes after it through: only the first write (the commit; the embedded tracker needs no intent)
+    # fails.
+    real_write, writes = ws.store.write, []
+
+    def failing_second_write(state: Any) -> None:
+        writes.append(state)
+        if len(writes) == 1:
+            raise StateError("Cannot write projects.json: No space left on device")
+        real_write(state)
+
+    monkeypatch.setattr(ws.store, "write", failing_second_write)
+    with pytest.raises(DevclawError, match=r'The label move was undone: issue #1 is on "To Do" again'):
+        pickup(ws, issue, "dev")
+    assert label_of(tracker, issue) is Label.TO_DO
+    project = ws.store.read().project(GROUP)
+    assert project.intents == [] and not project.worker("dev").active
 
 
 def test_health_grace_and_clock(ws: Workspace, tracker: LocalTracker) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from devclaw.commands.board import render
-from devclaw.commands.project import register_project
 from devclaw.errors import DevclawError
+from devclaw.registry import register_project
 from devclaw.state import Project
 from devclaw.tools import call_tool
 from devclaw.tools.queue import collect_queues
@@ -44,6 +44,7 @@ def run_demo(ws: Workspace, args: argparse.Namespace) -> int:
 class Demo:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
+        self.sessions = 0
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -93,16 +94,24 @@ class Demo:
         self.call("task_pickup", issueId=1, role="qa")
         self.call("task_complete", role="qa", result="pass")
 
+    def pickup(self, issue: int, role: str) -> dict[str, Any]:
+        """A pickup the way the orchestrator does it: a spawn is followed by its confirm."""
+        result = self.call("task_pickup", issueId=issue, role=role)
+        if result["sessionAction"] == "spawn":
+            self.sessions += 1
+            self.call("task_pickup_confirm", role=role, sessionId=f"agent:devclaw:subagent:{self.sessions:08x}-{role}")
+        return result
+
     def refine(self) -> None:
         self.say("\n5. #2 goes through DEV; QA needs a human decision:")
-        self.call("task_pickup", issueId=2, role="dev")
+        self.pickup(2, "dev")
         self.call("task_complete", role="dev", result="done", summary="Typo fixed")
         self.call("task_pickup", issueId=2, role="qa")
         self.call("task_complete", role="qa", result="refine", summary="Unclear whether the year should be dynamic")
 
     def zombie(self) -> None:
         self.say("\n6. DEV picks up #3, then its session dies:")
-        self.call("task_pickup", issueId=3, role="dev")
+        self.pickup(3, "dev")
         later = replace(self.ws, clock=lambda: self.ws.clock() + timedelta(minutes=10))
         self.say("    ten minutes later, sessions_list shows only the QA session; session_health repairs it:")
         health = call_tool(later, "session_health", {"activeSessions": [QA_SESSION], "autoFix": True})

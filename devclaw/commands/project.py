@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from devclaw.cli import print_json
+from devclaw.registry import register_project
 from devclaw.state import Project, TrackerConfig
 from devclaw.workspace import Workspace
 
@@ -46,30 +47,6 @@ def run_add(ws: Workspace, args: argparse.Namespace) -> int:
     )
     print_json({"success": True, **register_project(ws, args.group_id, project)})
     return 0
-
-
-def register_project(ws: Workspace, group_id: str, project: Project) -> dict[str, Any]:
-    """Add or update a project: tracker labels first, then projects.json, then a ``project_register``
-    audit line carrying the configuration (never a token) so the log alone can rebuild the registry."""
-    with ws.store.locked() as state:
-        existing = state.projects.get(group_id)
-        if existing is not None:  # keep the workers: re-registering must not drop work in progress
-            project.dev, project.qa = existing.dev, existing.qa
-        tracker = ws.tracker(project)
-        created = tracker.ensure_labels()
-        project.tracker.path = tracker.path  # resolved once (e.g. from the git remote), then stored
-        state.projects[group_id] = project
-        ws.store.write(state)
-        config = project.model_dump(mode="json", by_alias=True, exclude={"dev", "qa"})
-        ws.audit.append(
-            "project_register",
-            groupId=group_id,
-            project=project.name,
-            config=config,
-            labelsCreated=created,
-            updated=existing is not None,
-        )
-    return {"groupId": group_id, "project": config, "labelsCreated": created, "updated": existing is not None}
 
 
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:

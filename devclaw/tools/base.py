@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.alias_generators import to_camel
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
@@ -33,6 +33,23 @@ class ToolResult(BaseModel):
             if not info.is_required() and info.default is None
         }
         return {key: value for key, value in data.items() if value is not None or key not in optional}
+
+
+class MutationInput(ToolInput):
+    """The parameters every mutating tool takes besides its own."""
+
+    dry_run: bool = Field(default=False, description="Decide and answer what the call would do, changing nothing.")
+
+
+class MutationResult(ToolResult):
+    """What every mutating tool may add to its result."""
+
+    #: True when nothing was changed because the call had been applied already (a retry).
+    repeated: bool | None = None
+    #: True for a dryRun answer: nothing was changed.
+    dry_run: bool | None = None
+    #: The change was made but its audit line could not be written (doctor and health report it).
+    audit_error: str | None = None
 
 
 In = TypeVar("In", bound=ToolInput)

@@ -1,4 +1,8 @@
-"""task_complete: a worker reports its result; the issue moves on and the worker is freed."""
+"""task_complete: a worker reports its result; the issue moves on and the worker slot is freed.
+
+``decide_complete`` returns the plan; ``engine.apply`` performs it (git pull, the loop brake's comment
+and the audit line included).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,45 @@ import json
 
 from pydantic import Field
 
-from devclaw.errors import DevclawError, InputError, WorkflowError
-from devclaw.faults import checkpoint
-from devclaw.git import pull_ff_only
-from devclaw.model_selection import select_model
-from devclaw.state import Project
-from devclaw.tools.base import Tool, ToolInput, ToolResult
-from devclaw.tools.common import GroupId, RoleParam, commit_or_undo, fit_message, role_name, with_summary
-from devclaw.trackers.base import Issue, Tracker
-from devclaw.workflow import ACTIVE_LABEL, ISSUE_STATE_AFTER, RESULT_EVENT, Event, Result, Role, next_label
+from devclaw.engine import Move, Plan, Record, mutate
+from devclaw.errors import InputError, WorkflowError
+from devclaw.model_selection import full_model, select_model
+from devclaw.state import Completion, Project, ProjectsFile, SlotChange, TokenUsage
+from devclaw.tools.base import MutationInput, MutationResult, Tool
+from devclaw.tools.common import (
+    MAX_TEXT,
+    GroupId,
+    IssueIdParam,
+    ResultParam,
+    RoleParam,
+    fit_message,
+    frame,
+    one_line,
+    sentence,
+    with_summary,
+)
+from devclaw.tools.pickup import active_worker
+from devclaw.trackers.base import Issue
+from devclaw.workflow import ISSUE_STATE_AFTER, Event, Result, Role, RoleSpec, next_label, role_spec
 from devclaw.workspace import Workspace
 
 
-class TaskCompleteInput(ToolInput):
+class TaskCompleteInput(MutationInput):
     role: RoleParam
-    result: Result = Field(description='dev: "done"; qa: "pass", "fail" or "refine".')
+    result: ResultParam
     project_group_id: GroupId
-    summary: str | None = Field(default=None, description="One line on what was done or what is wrong.")
+    summary: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="One line on what was done or what is wrong."
+    )
+    issue_id: IssueIdParam | None = Field(
+        default=None, description="The worker's issue; needed only when several workers of the role are active."
+    )
+    usage: TokenUsage | None = Field(
+        default=None, description="Tokens and cost the worker's run spent, when known (the work loop sends it)."
+    )
 
 
-class TaskCompleteResult(ToolResult):
+class TaskCompleteResult(MutationResult):
     success: bool
     project: str
     group_id: str
@@ -51,108 +74,129 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
     the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
     issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
-    role, outcome = params.role, params.result
-    requested = event = _event(role, outcome)
-    fails = 0
-    with ws.store.locked() as state:
-        project = state.project(params.project_group_id)
-        worker = project.worker(role)
-        if not worker.active:
-            raise WorkflowError(f"{role_name(role)} worker is not active on {project.name}. Nothing to complete.")
-        tracker = ws.tracker(project)
-        issue = tracker.get_issue(_active_issue(worker.issue_id, role, project))
-        if issue.label != ACTIVE_LABEL[role]:
-            raise WorkflowError(
-                f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{ACTIVE_LABEL[role]}": '
-                "it was moved outside devclaw. Run session_health to reconcile the worker."
-            )
-        if requested is Event.QA_FAIL:
-            # Counted under the lock from the log; this fail is the (fails)th, and at the limit it brakes.
-            fails = 1 + ws.audit.count(
-                "task_complete", groupId=params.project_group_id, issue=issue.id, role="qa", result="fail"
-            )
-            if fails >= state.health.qa_fail_limit:
-                event = Event.QA_REFINE
-        target = next_label(issue.label, event)
-        checkpoint("after_validation")
-        # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
-        moved = tracker.move_issue(issue, target, ISSUE_STATE_AFTER.get(requested))
-        checkpoint("after_tracker_write")
-        worker.deactivate()
-        commit_or_undo(ws, state, tracker, moved, issue.label, issue.state)
-        checkpoint("after_state_commit")
-        result = _result(project, params, issue, f"{issue.label} → {target}", moved)
-        if event is Event.QA_FAIL:
-            _add_fix_instructions(result, project, issue, params, state.models)
-    if requested is Event.QA_FAIL and event is Event.QA_REFINE:
-        _brake(tracker, issue, params, result, fails)
-    if event is Event.DEV_DONE:
-        # Outside the lock: a slow remote must not hold up other projects' calls for 30 s.
-        result.git_pull = pull_ff_only(project.repo)
-    ws.audit.append(
-        "task_complete",
-        project=project.name,
-        groupId=params.project_group_id,
-        issue=issue.id,
-        role=role,
-        result=outcome,
-        summary=params.summary,
-        labelTransition=result.label_transition,
-        gitPull=result.git_pull,
-        loopBrake=result.loop_brake,
-    )
-    return result
+    decide = lambda state: decide_complete(ws, state, params)  # noqa: E731
+    return mutate(ws, params.project_group_id, decide, dry_run=params.dry_run).result
 
 
-def _brake(tracker: Tracker, issue: Issue, params: TaskCompleteInput, result: TaskCompleteResult, fails: int) -> None:
-    """The issue failed QA ``fails`` times: it went to Refining; tell the humans why, on the issue."""
-    result.loop_brake = True
-    result.announcement = fit_message(
-        f"🛑 QA FAIL #{issue.id}{with_summary(params.summary)}. Failed QA {fails} times: "
-        "sent to Refining for a human decision instead of back to DEV."
-    )
-    body = (
-        f"devclaw loop brake: this issue failed QA {fails} times, so it was moved to Refining instead of "
-        "back to To Improve. A person should decide what to do (clarify the issue, split it, or move it "
-        f"to To Do to try again).\n\nLast QA feedback: {with_summary(params.summary)[3:] or '(none given)'}"
-    )
-    try:
-        tracker.add_comment(issue.id, body)  # one request, never retried: a duplicate comment is worse
-        result.loop_brake_comment = "added"
-    except DevclawError as exc:
-        result.loop_brake_comment = f"warning: the comment could not be added: {exc.message}"
-
-
-def _event(role: Role, outcome: Result) -> Event:
-    try:
-        return RESULT_EVENT[role][outcome]
-    except KeyError:
-        if role == "dev":
-            raise InputError(f'DEV can only complete with result "done", got "{outcome}"') from None
-        raise InputError('QA cannot use result "done". Use "pass", "fail", or "refine".') from None
-
-
-def _active_issue(stored: str | None, role: Role, project: Project) -> int:
-    if stored is None or not stored.isdigit():
+def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInput) -> Plan[TaskCompleteResult]:
+    project = state.project(params.project_group_id)
+    spec = role_spec(params.role)
+    requested = event = _event(spec, params.result)
+    repeat = _repeat(project, spec, params)
+    if repeat is not None:
+        return repeat
+    slot, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
+    if worker.issue_id is None:
         raise WorkflowError(
-            f"{role_name(role)} worker on {project.name} is active but has no valid issue ({stored!r}). "
+            f"{spec.title} worker on {project.name} is active but has no valid issue. "
             "Run session_health with autoFix to reset it."
         )
-    return int(stored)
+    issue = ws.tracker(project).get_issue(worker.issue_id)
+    if issue.label != spec.active_label:
+        raise WorkflowError(
+            f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{spec.active_label}": '
+            "it was moved outside devclaw. Run session_health to reconcile the worker."
+        )
+    fails: dict[str, int] = {}
+    if requested is Event.QA_FAIL:
+        count = project.qa_fail_count(issue.id) + 1
+        fails[str(issue.id)] = count
+        if count >= state.health.qa_fail_limit:
+            event = Event.QA_REFINE
+    # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
+    move = Move(issue, next_label(issue.label, event), ISSUE_STATE_AFTER.get(requested))
+    result = _result(project, params, issue, move)
+    if event is Event.QA_FAIL:
+        _add_fix_instructions(result, project, issue, params, state.models)
+    comment = None
+    if requested is Event.QA_FAIL and event is Event.QA_REFINE:
+        comment = _brake(result, issue, params, fails[str(issue.id)])
+    done = Completion(issue_id=issue.id, result=params.result, response=result.model_dump(mode="json", by_alias=True))
+    freed = worker.model_copy(
+        update={"active": False, "issue_id": None, "usage": params.usage, "last_completion": done}
+    )
+    record = Record(
+        "task_complete",
+        {
+            "project": project.name,
+            "groupId": params.project_group_id,
+            "issue": issue.id,
+            "role": spec.name,
+            "slot": slot,
+            "result": params.result,
+            "summary": params.summary,
+            "labelTransition": result.label_transition,
+            "gitPull": None,
+            "loopBrake": result.loop_brake,
+            "model": full_model(worker.model, state.models),
+            "sessionId": worker.session_id,
+            **({"usage": params.usage.model_dump(mode="json", by_alias=True)} if params.usage else {}),
+        },
+    )
+    return Plan(
+        tool="task_complete",
+        group_id=params.project_group_id,
+        result=result,
+        move=move,
+        slots=[SlotChange(role=spec.name, slot=slot, worker=freed)],
+        qa_fails=fails,
+        records=[record],
+        pull_repo=project.repo if event is Event.DEV_DONE else None,
+        comment=comment,
+    )
 
 
-_ANNOUNCEMENTS: dict[Result, str] = {
-    "done": "✅ DEV done #{id}{summary}. Moved to QA queue.",
-    "pass": "🎉 QA PASS #{id}{summary}. Issue closed.",
-    "fail": "❌ QA FAIL #{id}{summary}. Sent back to DEV.",
-    "refine": "🤔 QA REFINE #{id}{summary}. Awaiting human decision.",
-}
+def _repeat(project: Project, spec: RoleSpec, params: TaskCompleteInput) -> Plan[TaskCompleteResult] | None:
+    """A retry of a completion that was applied (its reply was lost): the same answer, nothing changed.
+    Only when no worker of the role is on a task that the retry could be mistaken for."""
+    candidates = project.active_slots(spec.name)
+    if params.issue_id is None and candidates:
+        return None
+    if params.issue_id is not None and any(w.issue_id == params.issue_id for _, w in candidates):
+        return None
+    for worker in project.slots(spec.name):
+        done = worker.last_completion
+        if done is None or done.result != params.result or worker.active:
+            continue
+        if params.issue_id is not None and done.issue_id != params.issue_id:
+            continue
+        result = TaskCompleteResult.model_validate(done.response)
+        result.repeated = True
+        return Plan(tool="task_complete", group_id=params.project_group_id, result=result)
+    return None
 
 
-def _result(
-    project: Project, params: TaskCompleteInput, issue: Issue, transition: str, moved: Issue
-) -> TaskCompleteResult:
-    announcement = _ANNOUNCEMENTS[params.result].format(id=issue.id, summary=with_summary(params.summary))
+def _brake(result: TaskCompleteResult, issue: Issue, params: TaskCompleteInput, fails: int) -> str:
+    """The issue failed QA ``fails`` times: it goes to Refining; the comment tells the humans why."""
+    result.loop_brake = True
+    result.announcement = fit_message(
+        sentence(
+            f"🛑 QA FAIL #{issue.id}{with_summary(params.summary)}. Failed QA {fails} times: "
+            "sent to Refining for a human decision instead of back to DEV."
+        )
+    )
+    feedback = (params.summary or "").strip() or "(none given)"
+    return (
+        f"devclaw loop brake: this issue failed QA {fails} times, so it was moved to Refining instead of "
+        "back to To Improve. A person should decide what to do (clarify the issue, split it, or move it "
+        f"to To Do to try again).\n\nLast QA feedback: {feedback}"
+    )
+
+
+def _event(spec: RoleSpec, outcome: Result) -> Event:
+    try:
+        return spec.results[outcome]
+    except KeyError:
+        allowed = " or ".join(f'"{name}"' for name in spec.results)
+        if len(spec.results) == 1:
+            raise InputError(f'{spec.title} can only complete with result {allowed}, got "{outcome}"') from None
+        allowed = ", ".join(f'"{name}"' for name in list(spec.results)[:-1]) + f', or "{list(spec.results)[-1]}"'
+        raise InputError(f'{spec.title} cannot use result "{outcome}". Use {allowed}.') from None
+
+
+def _result(project: Project, params: TaskCompleteInput, issue: Issue, move: Move) -> TaskCompleteResult:
+    template = role_spec(params.role).announcements[params.result]
+    announcement = sentence(template.format(id=issue.id, summary=with_summary(params.summary)))
     result = TaskCompleteResult(
         success=True,
         project=project.name,
@@ -160,36 +204,29 @@ def _result(
         issue_id=issue.id,
         role=params.role,
         result=params.result,
-        label_transition=transition,
+        label_transition=move.transition,
         announcement=fit_message(announcement),
     )
     if params.result == "pass":
-        result.issue_closed = moved.state == "closed"
+        result.issue_closed = move.state == "closed"
     if params.result == "fail":
-        result.issue_reopened = issue.state == "closed" and moved.state == "open"
+        result.issue_reopened = issue.state == "closed" and move.state == "open"
     return result
 
 
 def _add_fix_instructions(
-    result: TaskCompleteResult,
-    project: Project,
-    issue: Issue,
-    params: TaskCompleteInput,
-    models: dict[str, str],
+    result: TaskCompleteResult, project: Project, issue: Issue, params: TaskCompleteInput, models: dict[str, str]
 ) -> None:
     choice = select_model(issue.title, issue.description, "dev", models=models)
-    result.dev_model, result.dev_session_id = choice.alias, project.dev.session_id
+    session = next((w.session_id for w in project.slots("dev") if not w.active and w.session_id), None)
+    result.dev_model, result.dev_session_id = choice.alias, session
     pickup = {"issueId": issue.id, "role": "dev", "projectGroupId": params.project_group_id}
-    session = (
-        f"the existing DEV session {project.dev.session_id} gets it"
-        if project.dev.session_id
-        else "a new DEV session is spawned"
-    )
-    feedback = params.summary.strip() if params.summary and params.summary.strip() else "(no details given)"
+    how = f"the existing DEV session {session} gets it" if session else "a new DEV session is spawned"
     result.dev_fix_instructions = (
-        f"Issue #{issue.id} is back in To Improve. To send it back to DEV now, call task_pickup with "
-        f"{json.dumps(pickup)} and follow its instructions ({session}); add this QA feedback to the task "
-        f"message: {feedback}"
+        f"Issue #{issue.id} ({one_line(issue.title)}) is back in To Improve. To send it back to DEV now, call "
+        f"task_pickup with {json.dumps(pickup)} and follow its instructions ({how}); add this QA feedback to "
+        "the task message, as it is framed here:\n"
+        + frame(params.summary or "(no details given)", "The tester's words")
     )
 
 

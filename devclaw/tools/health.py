@@ -3,44 +3,54 @@
 Two kinds of checks (docs/HEALTH.md describes each one, its cause, its fix and what stays for a human):
 
 - worker checks read only projects.json and the session list: ``active_no_session``, ``zombie_session``,
-  ``stale_worker``, ``inactive_with_issue``, ``active_without_issue``. They make no tracker request
-  unless a fix has to put a label back.
+  ``stale_worker``, ``inactive_with_issue``, ``active_without_issue``, ``future_start_time``,
+  ``pending_move`` and ``audit_gap``. They make no tracker request unless a fix has to put a label back.
 - tracker checks compare each project's Doing and Testing issues with its workers: ``issue_gone``,
-  ``issue_closed``, ``label_mismatch``, ``orphaned_label``. They cost two list requests per project plus
-  one read per worker whose issue is not where it should be, so they run only with ``autoFix`` or
-  ``checkTracker``: a plain report stays request-free.
+  ``issue_closed``, ``label_mismatch``, ``orphaned_label``, ``conflicting_labels``. They cost two list
+  requests per project plus one read per worker whose issue is not where it should be, so they run only
+  with ``autoFix`` or ``checkTracker``: a plain report stays request-free.
 
-Unknown is not dead: a tracker that cannot be read gives one ``unknown`` finding for its project and no
-fix there that needs the tracker; without ``activeSessions`` no session is judged at all.
+The trackers of all projects are read in parallel, outside any lock. With ``autoFix`` each project is
+then locked alone, its workers are checked again against the fresh state, and each fix is a plan that
+``engine.apply`` performs — so a fix never acts on a worker that changed since the scan, and a call on
+another project never waits for this one. Unknown is not dead: a tracker that cannot be read gives one
+``tracker_unreachable`` finding and no fix there that needs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from devclaw.engine import Move, Plan, Record, apply, project_lock, resolve_intents
 from devclaw.errors import DevclawError, NotFoundError
-from devclaw.faults import checkpoint
-from devclaw.state import HealthSettings, Project, ProjectsFile, Worker
-from devclaw.tools.base import Tool, ToolInput, ToolResult
-from devclaw.tools.common import issue_number, role_name
+from devclaw.state import HealthSettings, Project, ProjectsFile, SlotChange, Worker, parse_time
+from devclaw.tools.base import MutationInput, MutationResult, Tool, ToolResult
+from devclaw.tools.common import duration_text
 from devclaw.trackers.base import Issue, Tracker
-from devclaw.workflow import ACTIVE_LABEL, ROLES, Event, Label, Role, next_label
+from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, active_role, next_label, workflow_labels
 from devclaw.workspace import Workspace
 
 Severity = Literal["critical", "warning", "unknown"]
+#: An orphan seen in a list read before the project was locked that had moved on by the fix: not a
+#: finding at all (the move was devclaw's own, under the lock), so it is left out of the report.
+MOVED_SINCE_SCAN = "moved_since_scan"
+#: Trackers read at once by one health run: enough to overlap the waits, few enough for one GitLab.
+MAX_PARALLEL_READS = 16
 
 
-class SessionHealthInput(ToolInput):
+class SessionHealthInput(MutationInput):
     auto_fix: bool = Field(default=False, description="Repair what is found (revert labels, free workers).")
     active_sessions: list[str] | None = Field(
         default=None,
+        max_length=10_000,
         description="Keys or ids of the live sessions, from sessions_list. Without them no worker is "
-        "declared dead: unknown is not dead.",
+        "declared dead: unknown is not dead. An empty list means no session is alive.",
     )
     check_tracker: bool | None = Field(
         default=None,
@@ -55,6 +65,7 @@ class HealthIssue(ToolResult):
     project: str
     group_id: str
     role: Role | None = None
+    slot: int | None = None
     message: str
     session_id: str | None = None
     hours_active: float | None = None
@@ -64,79 +75,70 @@ class HealthIssue(ToolResult):
     label_revert_failed: bool | None = None
 
 
-class SessionHealthResult(ToolResult):
+class GraceWorker(ToolResult):
+    """A worker not judged by its session in this run: it was picked up within the grace period."""
+
+    project: str
+    group_id: str
+    role: Role
+    slot: int
+    issue_id: int | None
+    session_id: str | None
+    minutes_left: float
+
+
+class SessionHealthResult(MutationResult):
     success: bool
     healthy: bool
     issues_found: int
     fixes_applied: int
     issues: list[HealthIssue]
     tracker_checked: bool
+    in_grace: list[GraceWorker] = Field(default_factory=list)
     note: str | None = None
 
 
+# --- what one run knows ----------------------------------------------------------------------------------
+
+
 @dataclass
-class _Context:
+class _TrackerView:
+    """One project's open Doing and Testing issues, read once per run (or why they could not be)."""
+
+    tracker: Tracker | None
+    active: dict[Label, dict[int, Issue]] = field(default_factory=dict)
+    error: str | None = None
+    #: Issues read one by one in this run (or why not): the check under the lock reuses them.
+    reads: dict[int, Issue | DevclawError] = field(default_factory=dict)
+
+    def get_issue(self, issue_id: int) -> Issue:
+        assert self.tracker is not None
+        if issue_id not in self.reads:
+            try:
+                self.reads[issue_id] = self.tracker.get_issue(issue_id)
+            except DevclawError as exc:
+                self.reads[issue_id] = exc
+        found = self.reads[issue_id]
+        if isinstance(found, DevclawError):
+            raise found
+        return found
+
+
+@dataclass(frozen=True)
+class _Run:
     ws: Workspace
-    group_id: str
-    project: Project
-    role: Role
-    worker: Worker
-    live_sessions: frozenset[str] | None
+    sessions: frozenset[str] | None
     settings: HealthSettings
     now: datetime
-    #: The project's tracker could not be read in this run: fixes that need it are not tried.
-    tracker_unknown: bool = False
-
-    def hours_active(self) -> float | None:
-        if not self.worker.start_time:
-            return None
-        try:
-            started = datetime.fromisoformat(self.worker.start_time.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return round((self.now - started).total_seconds() / 3600, 2)
-
-    def in_grace(self) -> bool:
-        hours = self.hours_active()
-        return hours is not None and hours * 60 < self.settings.grace_minutes
-
-    def issue(self, type_: str, severity: Severity, message: str) -> HealthIssue:
-        return HealthIssue(
-            type=type_,
-            severity=severity,
-            project=self.project.name,
-            group_id=self.group_id,
-            role=self.role,
-            message=message,
-            session_id=self.worker.session_id,
-            issue_id=issue_number(self.worker.issue_id),
-        )
-
-
-Fix = Callable[[_Context, HealthIssue], None]
+    views: dict[str, _TrackerView]
 
 
 @dataclass
 class _Finding:
     report: HealthIssue
-    fix: Fix | None
-    context: _Context
-
-
-@dataclass
-class _TrackerView:
-    """One project's open Doing and Testing issues, read once per run."""
-
-    tracker: Tracker
-    active: dict[Label, dict[int, Issue]] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, tracker: Tracker) -> _TrackerView:
-        view = cls(tracker)
-        for role in ROLES:
-            label = ACTIVE_LABEL[role]
-            view.active[label] = {issue.id: issue for issue in tracker.list_issues(label)}
-        return view
+    #: The fix: a plan for ``engine.apply``, or a step of its own (settling moves, late audit lines).
+    plan: Plan[Any] | None = None
+    step: Callable[[], bool] | None = None
 
 
 def session_health(ws: Workspace, params: SessionHealthInput) -> SessionHealthResult:
@@ -151,120 +153,392 @@ def session_health(ws: Workspace, params: SessionHealthInput) -> SessionHealthRe
     go back to their queue. A tracker that cannot be reached is reported as unknown and nothing that needs it
     is fixed. Pass activeSessions from sessions_list: without it no worker is declared dead."""
     check_tracker = params.auto_fix if params.check_tracker is None else params.check_tracker
-    if not params.auto_fix:
-        state = ws.store.read()
-        return _report(ws, params, check_tracker, len(state.projects), _scan(ws, state, params, check_tracker))
-    with ws.store.locked() as state:
-        findings = _scan(ws, state, params, check_tracker)
-        checkpoint("after_validation")
-        for finding in findings:
-            if finding.fix is not None:
-                finding.fix(finding.context, finding.report)
-        checkpoint("after_tracker_write")
-        if any(finding.report.fixed for finding in findings):
-            ws.store.write(state)
-        checkpoint("after_state_commit")
-        return _report(ws, params, check_tracker, len(state.projects), findings)
-
-
-def _scan(ws: Workspace, state: ProjectsFile, params: SessionHealthInput, check_tracker: bool) -> list[_Finding]:
-    sessions = frozenset(params.active_sessions) if params.active_sessions else None
-    now = ws.clock()
+    state = ws.store.read()
+    run = _Run(
+        ws=ws,
+        sessions=frozenset(params.active_sessions) if params.active_sessions is not None else None,
+        settings=state.health,
+        now=ws.clock(),
+        views=_read_trackers(ws, state) if check_tracker else {},
+    )
+    fixing = params.auto_fix and not params.dry_run
     findings: list[_Finding] = []
+    grace: list[GraceWorker] = []
     for group_id, project in state.projects.items():
-        contexts = [
-            _Context(ws, group_id, project, role, project.worker(role), sessions, state.health, now) for role in ROLES
-        ]
-        view = None
-        if check_tracker:
-            view, unknown = _read_tracker(contexts[0])
-            if unknown is not None:
-                findings.append(unknown)
-                for context in contexts:
-                    context.tracker_unknown = True
-        for context in contexts:
-            findings.extend(_check_worker(context, view))
-        if view is not None:
-            findings.extend(_orphaned_labels(contexts, view))
+        seen: list[GraceWorker] = []
+        found = _scan(run, state, group_id, seen, check_tracker)
+        if fixing and (project.intents or any(f.plan or f.step for f in found)):
+            # Only a project with something to fix is locked, and checked again under its lock.
+            findings += _fix_project(run, group_id, grace)
+        else:
+            findings += found
+            grace += seen
+    result = _report(ws, params, check_tracker, len(state.projects), findings, grace)
+    if params.dry_run:
+        result.dry_run = True
+    return result
+
+
+def _read_trackers(ws: Workspace, state: ProjectsFile) -> dict[str, _TrackerView]:
+    """Every project's Doing and Testing issues, read in parallel, outside any lock."""
+
+    def read(project: Project) -> _TrackerView:
+        try:
+            tracker = ws.tracker(project)
+            return _TrackerView(
+                tracker,
+                {
+                    spec.active_label: {i.id: i for i in tracker.list_issues(spec.active_label)}
+                    for spec in ROLES.values()
+                },
+            )
+        except DevclawError as exc:
+            return _TrackerView(None, error=exc.message)
+
+    if not state.projects:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_READS, len(state.projects))) as pool:
+        views = pool.map(read, state.projects.values())
+        return dict(zip(state.projects, views, strict=True))
+
+
+def _claimed(state: ProjectsFile) -> dict[tuple[str, str, str], set[int]]:
+    """Issues some worker of any project on the same tracker works on: never orphans."""
+    claimed: dict[tuple[str, str, str], set[int]] = {}
+    for project in state.projects.values():
+        issues = claimed.setdefault(project.tracker.identity(), set())
+        issues.update(w.issue_id for _, _, w in project.every_worker() if w.active and w.issue_id is not None)
+    return claimed
+
+
+def _fix_project(run: _Run, group_id: str, grace: list[GraceWorker]) -> list[_Finding]:
+    """Lock the project, settle its pending moves, then check it again on the fresh state and fix it."""
+    try:
+        with project_lock(run.ws, group_id):
+            settled = _settle(run, group_id)
+            state = run.ws.store.read()
+            if group_id not in state.projects:
+                return settled
+            findings = _scan(run, state, group_id, grace, True)
+            for finding in findings:
+                _fix(run, finding)
+            return settled + [f for f in findings if f.report.type != MOVED_SINCE_SCAN]
+    except DevclawError as exc:
+        project = run.ws.store.read().projects.get(group_id)
+        name = project.name if project else group_id
+        report = HealthIssue(
+            type="project_busy",
+            severity="unknown",
+            project=name,
+            group_id=group_id,
+            message=f"{name} was not checked for repair: {exc.message}",
+        )
+        return [_Finding(report)]
+
+
+def _settle(run: _Run, group_id: str) -> list[_Finding]:
+    project = run.ws.store.read().project(group_id)
+    if not project.intents:
+        return []
+    try:
+        settled = resolve_intents(run.ws, group_id)
+    except DevclawError as exc:
+        report = HealthIssue(
+            type="pending_move",
+            severity="unknown",
+            project=project.name,
+            group_id=group_id,
+            message=exc.message,
+            issue_id=project.intents[0].issue_id,
+            fixed=False,
+        )
+        return [_Finding(report)]
+    findings = []
+    for done in settled:
+        what = (
+            "it landed: the change it was part of is committed now"
+            if done.outcome == "landed"
+            else ("it did not land: it was dropped")
+        )
+        message = (
+            f'The move of issue #{done.intent.issue_id} to "{done.intent.to_label}" by {done.intent.tool} '
+            f"had lost its reply; {what}"
+        )
+        findings.append(
+            _Finding(
+                HealthIssue(
+                    type="pending_move",
+                    severity="warning",
+                    project=project.name,
+                    group_id=group_id,
+                    message=message,
+                    issue_id=done.intent.issue_id,
+                    fixed=True,
+                )
+            )
+        )
     return findings
 
 
-def _read_tracker(c: _Context) -> tuple[_TrackerView | None, _Finding | None]:
+def _fix(run: _Run, finding: _Finding) -> None:
+    report = finding.report
+    if finding.step is not None:
+        report.fixed = finding.step()
+        return
+    if finding.plan is None:
+        return
     try:
-        return _TrackerView.read(c.ws.tracker(c.project)), None
+        apply(run.ws, finding.plan)
     except DevclawError as exc:
+        report.fixed = False
+        report.message += f"; not fixed: {exc.message}"
+        return
+    report.fixed = True
+
+
+# --- the checks ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    run: _Run
+    group_id: str
+    project: Project
+    spec: RoleSpec
+    slot: int
+    worker: Worker
+    view: _TrackerView | None
+
+    @property
+    def several(self) -> bool:
+        return self.project.max_slots(self.spec.name) > 1
+
+    @property
+    def who(self) -> str:
+        return f"{self.spec.title} worker{f' {self.slot + 1}' if self.several else ''} on {self.project.name}"
+
+    def started(self) -> datetime | None:
+        started = parse_time(self.worker.start_time)
+        return None if started is None else min(started, self.run.now)  # a future start counts as now
+
+    def hours_active(self) -> float | None:
+        started = self.started()
+        return None if started is None else round((self.run.now - started).total_seconds() / 3600, 2)
+
+    def grace_left(self) -> float | None:
+        started = self.started()
+        if started is None:
+            return None
+        left = self.run.settings.grace_minutes - (self.run.now - started).total_seconds() / 60
+        return left if left > 0 else None
+
+    def report(self, type_: str, severity: Severity, message: str) -> HealthIssue:
+        return HealthIssue(
+            type=type_,
+            severity=severity,
+            project=self.project.name,
+            group_id=self.group_id,
+            role=self.spec.name,
+            slot=self.slot if self.several else None,
+            message=message,
+            session_id=self.worker.session_id,
+            issue_id=self.worker.issue_id,
+        )
+
+    def plan(self, report: HealthIssue, worker: Worker, move: Move | None = None) -> Plan[HealthIssue]:
+        record = Record(
+            "health_fix",
+            {
+                "project": self.project.name,
+                "groupId": self.group_id,
+                "role": self.spec.name,
+                "slot": self.slot,
+                "type": report.type,
+                "issue": report.issue_id,
+                "sessionId": self.worker.session_id,
+                "labelTransition": move.transition if move else None,
+            },
+        )
+        return Plan(
+            tool="session_health",
+            group_id=self.group_id,
+            result=report,
+            move=move,
+            slots=[SlotChange(role=self.spec.name, slot=self.slot, worker=worker)],
+            records=[record],
+        )
+
+    def freed(self, *, forget_session: bool = False) -> Worker:
+        update: dict[str, Any] = {"active": False, "issue_id": None}
+        if forget_session:
+            update["session_id"] = None
+        return self.worker.model_copy(update=update)
+
+
+def _scan(run: _Run, state: ProjectsFile, group_id: str, grace: list[GraceWorker], tracker: bool) -> list[_Finding]:
+    project = state.projects[group_id]
+    run = replace(run, now=run.ws.clock())  # the state was read just now: judge it by the time now
+    view = run.views.get(group_id) if tracker else None
+    findings = _project_findings(run, group_id, project)
+    if view is not None and view.error is not None:
         message = (
-            f"The tracker of {c.project.name} could not be read ({exc.message}); its labels were not checked "
+            f"The tracker of {project.name} could not be read ({view.error}); its labels were not checked "
             "and nothing that needs the tracker was fixed. Unknown is not dead: run session_health again later."
         )
-        report = HealthIssue(
-            type="tracker_unreachable", severity="unknown", project=c.project.name, group_id=c.group_id, message=message
+        findings.append(
+            _Finding(
+                HealthIssue(
+                    type="tracker_unreachable",
+                    severity="unknown",
+                    project=project.name,
+                    group_id=group_id,
+                    message=message,
+                )
+            )
         )
-        return None, _Finding(report, None, c)
-
-
-def _check_worker(c: _Context, view: _TrackerView | None) -> list[_Finding]:
-    # What the tracker says about a worker's issue decides first: a worker whose issue is gone, closed or
-    # moved is wrong whatever its session looks like, and freeing it once is the whole repair.
-    if view is not None:
-        found = _worker_vs_tracker(c, view)
-        if found is not None:
-            return [found]
-    findings = []
-    for check in CHECKS:
-        result = check(c)
-        if result is not None:
-            findings.append(_Finding(result[0], result[1], c))
+    for role, slot, worker in project.every_worker():
+        context = _Slot(run, group_id, project, ROLES[role], slot, worker, view)
+        findings += _check_slot(context, grace)
+    if view is not None and view.error is None:
+        findings += _label_findings(run, state, group_id, project, view)
     return findings
 
 
-Check = Callable[[_Context], tuple[HealthIssue, Fix | None] | None]
+def _project_findings(run: _Run, group_id: str, project: Project) -> list[_Finding]:
+    findings = []
+    for intent in project.intents:
+        message = (
+            f'The move of issue #{intent.issue_id} to "{intent.to_label}" by {intent.tool} lost its reply; '
+            "session_health with autoFix (or the next call on the project) settles it"
+        )
+        findings.append(
+            _Finding(
+                HealthIssue(
+                    type="pending_move",
+                    severity="warning",
+                    project=project.name,
+                    group_id=group_id,
+                    message=message,
+                    issue_id=intent.issue_id,
+                )
+            )
+        )
+    if project.audit_gaps:
+        message = (
+            f"{len(project.audit_gaps)} audit line(s) of {project.name} could not be written when their "
+            "change was made; autoFix writes them now (marked late)"
+        )
+        report = HealthIssue(
+            type="audit_gap", severity="warning", project=project.name, group_id=group_id, message=message
+        )
+        findings.append(_Finding(report, step=lambda: _write_gap(run.ws, group_id)))
+    return findings
 
 
-def _active_no_session(c: _Context) -> tuple[HealthIssue, Fix] | None:
-    if not c.worker.active or c.worker.session_id or c.in_grace():
-        return None
-    message = f"{role_name(c.role)} worker on {c.project.name} is active but has no session"
-    return c.issue("active_no_session", "critical", message), _release_worker
+def _write_gap(ws: Workspace, group_id: str) -> bool:
+    project = ws.store.read().project(group_id)
+    lines = project.audit_gaps
+    if not lines:
+        return True
+    _set_gaps(ws, group_id, [])
+    for index, line in enumerate(lines):
+        try:
+            fields = {k: v for k, v in line.items() if k not in ("event", "ts")}
+            ws.audit.append(str(line["event"]), **fields, late=True)
+        except DevclawError:
+            _set_gaps(ws, group_id, lines[index:])
+            return False
+    return True
 
 
-def _zombie_session(c: _Context) -> tuple[HealthIssue, Fix] | None:
-    worker = c.worker
-    if not worker.active or not worker.session_id or c.live_sessions is None or c.in_grace():
-        return None
-    if worker.session_id in c.live_sessions:
-        return None
-    message = f"{role_name(c.role)} session {worker.session_id} on {c.project.name} is not among the live sessions"
-    return c.issue("zombie_session", "critical", message), _release_dead_session
+def _set_gaps(ws: Workspace, group_id: str, lines: list[dict[str, Any]]) -> None:
+    def change(state: ProjectsFile) -> ProjectsFile:
+        project = state.project(group_id).model_copy(update={"audit_gaps": lines})
+        return state.model_copy(update={"projects": {**state.projects, group_id: project}})
+
+    ws.store.update(change)
 
 
-def _stale_worker(c: _Context) -> tuple[HealthIssue, None] | None:
-    hours = c.hours_active()
-    if not c.worker.active or hours is None or hours <= c.settings.stale_hours:
-        return None
-    message = f"{role_name(c.role)} worker on {c.project.name} has been active for {hours:g} h"
-    report = c.issue("stale_worker", "warning", message)
-    report.hours_active = hours
-    return report, None
+def _check_slot(c: _Slot, grace: list[GraceWorker]) -> list[_Finding]:
+    # What the tracker says about a worker's issue decides first: a worker whose issue is gone, closed or
+    # moved is wrong whatever its session looks like, and freeing it once is the whole repair.
+    if c.view is not None and c.view.error is None:
+        found = _worker_vs_tracker(c)
+        if found is not None:
+            return [found]
+    findings = [found for check in CHECKS if (found := check(c)) is not None]
+    left = c.grace_left()
+    if c.worker.active and left is not None:
+        grace.append(
+            GraceWorker(
+                project=c.project.name,
+                group_id=c.group_id,
+                role=c.spec.name,
+                slot=c.slot,
+                issue_id=c.worker.issue_id,
+                session_id=c.worker.session_id,
+                minutes_left=round(left, 2),
+            )
+        )
+    return findings
 
 
-def _inactive_with_issue(c: _Context) -> tuple[HealthIssue, Fix] | None:
-    if c.worker.active or c.worker.issue_id is None:
-        return None
-    message = f"{role_name(c.role)} worker on {c.project.name} is idle but still holds issue {c.worker.issue_id}"
-    return c.issue("inactive_with_issue", "warning", message), _clear_issue
-
-
-def _active_without_issue(c: _Context) -> tuple[HealthIssue, Fix] | None:
-    if not c.worker.active or issue_number(c.worker.issue_id) is not None:
+def _future_start(c: _Slot) -> _Finding | None:
+    started = parse_time(c.worker.start_time)
+    if not c.worker.active or started is None or started <= c.run.now:
         return None
     message = (
-        f"{role_name(c.role)} worker on {c.project.name} is active but holds no valid issue ({c.worker.issue_id!r})"
+        f"{c.who} has a start time in the future ({c.worker.start_time}); it is treated as now, and "
+        "autoFix sets it to now"
     )
-    return c.issue("active_without_issue", "critical", message), _deactivate
+    report = c.report("future_start_time", "warning", message)
+    return _Finding(report, c.plan(report, c.worker.model_copy(update={"start_time": c.run.ws.now_iso()})))
 
 
-CHECKS: tuple[Check, ...] = (
+def _active_no_session(c: _Slot) -> _Finding | None:
+    if not c.worker.active or c.worker.session_id or c.grace_left() is not None:
+        return None
+    report = c.report("active_no_session", "critical", f"{c.who} is active but has no session")
+    return _release(c, report, forget_session=False)
+
+
+def _zombie_session(c: _Slot) -> _Finding | None:
+    worker = c.worker
+    if not worker.active or not worker.session_id or c.run.sessions is None or c.grace_left() is not None:
+        return None
+    if worker.session_id in c.run.sessions:
+        return None
+    report = c.report(
+        "zombie_session", "critical", f"{c.who}: session {worker.session_id} is not among the live sessions"
+    )
+    return _release(c, report, forget_session=True)
+
+
+def _stale_worker(c: _Slot) -> _Finding | None:
+    hours = c.hours_active()
+    if not c.worker.active or hours is None or hours <= c.run.settings.stale_hours:
+        return None
+    report = c.report("stale_worker", "warning", f"{c.who} has been active for {duration_text(hours * 3600)}")
+    report.hours_active = hours
+    return _Finding(report)
+
+
+def _inactive_with_issue(c: _Slot) -> _Finding | None:
+    if c.worker.active or c.worker.issue_id is None:
+        return None
+    report = c.report("inactive_with_issue", "warning", f"{c.who} is idle but still holds issue {c.worker.issue_id}")
+    return _Finding(report, c.plan(report, c.worker.model_copy(update={"issue_id": None})))
+
+
+def _active_without_issue(c: _Slot) -> _Finding | None:
+    if not c.worker.active or c.worker.issue_id is not None:
+        return None
+    report = c.report("active_without_issue", "critical", f"{c.who} is active but holds no valid issue")
+    return _Finding(report, c.plan(report, c.freed()))
+
+
+CHECKS: tuple[Callable[[_Slot], _Finding | None], ...] = (
+    _future_start,
     _active_no_session,
     _zombie_session,
     _stale_worker,
@@ -273,139 +547,215 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def _worker_vs_tracker(c: _Context, view: _TrackerView) -> _Finding | None:
-    issue_id = issue_number(c.worker.issue_id)
-    if not c.worker.active or issue_id is None or issue_id in view.active[ACTIVE_LABEL[c.role]]:
-        return None
-    who = f"{role_name(c.role)} worker on {c.project.name}"
+def _release(c: _Slot, report: HealthIssue, *, forget_session: bool) -> _Finding:
+    """Put the worker's issue back in its queue and free the worker. If the tracker cannot be reached,
+    change nothing: a freed worker with its issue still on Doing would be invisible work."""
+    issue_id = c.worker.issue_id
+    if issue_id is None:
+        return _Finding(report, c.plan(report, c.freed(forget_session=forget_session)))
+    if c.view is not None and c.view.error is not None:
+        report.fixed = False
+        report.message += "; not fixed: the tracker could not be reached in this run"
+        return _Finding(report)
+    return _Finding(report, step=lambda: _revert_and_free(c, report, forget_session))
+
+
+def _revert_and_free(c: _Slot, report: HealthIssue, forget_session: bool) -> bool:
+    assert c.worker.issue_id is not None
     try:
-        issue = view.tracker.get_issue(issue_id)
+        tracker = c.run.ws.tracker(c.project)
+        issue = tracker.get_issue(c.worker.issue_id)
     except NotFoundError:
-        return _Finding(c.issue("issue_gone", "critical", f"{who} works on issue #{issue_id}, which was deleted"),
-                        _deactivate, c)  # fmt: skip
+        issue = None  # the issue is gone: nothing to put back
     except DevclawError as exc:
-        message = f"{who} works on issue #{issue_id}, which could not be read ({exc.message}); left alone"
-        return _Finding(c.issue("tracker_unreachable", "unknown", message), None, c)
-    if issue.state == "closed":
-        return _Finding(c.issue("issue_closed", "critical", f"{who} works on issue #{issue_id}, which was closed"),
-                        _deactivate, c)  # fmt: skip
-    message = (
-        f'{who} works on issue #{issue_id}, which is on "{issue.label or "no workflow label"}", not '
-        f'"{ACTIVE_LABEL[c.role]}": someone moved it; the worker is freed and the label left as they set it'
-    )
-    return _Finding(c.issue("label_mismatch", "critical", message), _deactivate, c)
-
-
-def _orphaned_labels(contexts: list[_Context], view: _TrackerView) -> list[_Finding]:
-    findings = []
-    for c in contexts:
-        label = ACTIVE_LABEL[c.role]
-        tracked = issue_number(c.worker.issue_id) if c.worker.active else None
-        for issue in view.active[label].values():
-            if issue.id == tracked:
-                continue
-            target = next_label(label, _revert_event(c, issue.id))
-            message = (
-                f'Issue #{issue.id} on {c.project.name} is on "{label}" but no {role_name(c.role)} worker tracks '
-                f'it; it goes back to "{target}"'
-            )
-            report = HealthIssue(type="orphaned_label", severity="critical", project=c.project.name,
-                                 group_id=c.group_id, role=c.role, message=message, issue_id=issue.id)  # fmt: skip
-            findings.append(_Finding(report, _orphan_fix(view.tracker, issue, target), c))
-    return findings
-
-
-def _orphan_fix(tracker: Tracker, issue: Issue, target: Label) -> Fix:
-    def fix(c: _Context, report: HealthIssue) -> None:
-        try:
-            tracker.move_issue(issue, target)
-        except DevclawError as exc:
-            report.label_revert_failed, report.fixed = True, False
-            report.message += f"; not fixed, the label could not be moved: {exc.message}"
-            return
-        report.label_reverted = report.fixed = True
-
-    return fix
-
-
-def _revert_event(c: _Context, issue_id: int) -> Event:
-    """Dev work that already failed QA goes back to To Improve, the rest to its start queue."""
-    if c.role != "dev":
-        return Event.REVERT
-    failed = c.ws.audit.count("task_complete", groupId=c.group_id, issue=issue_id, role="qa", result="fail")
-    return Event.REVERT_FIX if failed else Event.REVERT
-
-
-def _release_worker(c: _Context, report: HealthIssue) -> None:
-    """Put the worker's issue back in its queue, then free the worker. If the tracker cannot be
-    reached, change nothing: a freed worker with its issue still on Doing would be invisible work."""
-    issue_id = issue_number(c.worker.issue_id)
-    if issue_id is not None:
-        if c.tracker_unknown:
-            report.fixed = False
-            report.message += "; not fixed: the tracker could not be reached in this run"
-            return
-        try:
-            report.label_reverted = _revert_label(c, issue_id)
-        except DevclawError as exc:
-            report.label_revert_failed, report.fixed = True, False
-            report.message += f"; not fixed, the label could not be reverted: {exc.message}"
-            return
-    c.worker.deactivate()
-    report.fixed = True
-
-
-def _release_dead_session(c: _Context, report: HealthIssue) -> None:
-    """As ``_release_worker``, and forget the dead session so the next pickup spawns a new one."""
-    _release_worker(c, report)
-    if report.fixed:
-        c.worker.session_id = None
-
-
-def _revert_label(c: _Context, issue_id: int) -> bool:
-    tracker = c.ws.tracker(c.project)
+        report.label_revert_failed = True
+        report.message += f"; not fixed, the label could not be reverted: {exc.message}"
+        return False
+    move = None
+    if issue is not None and issue.label == c.spec.active_label and len(workflow_labels(issue.labels)) == 1:
+        move = Move(issue, next_label(issue.label, _revert_event(c.spec, c.project, issue.id)))
     try:
-        issue = tracker.get_issue(issue_id)
-    except NotFoundError:
-        return False  # the issue is gone: nothing to put back
-    if issue.label != ACTIVE_LABEL[c.role]:
-        return False  # someone already moved it; leave their decision alone
-    tracker.move_issue(issue, next_label(issue.label, _revert_event(c, issue_id)))
+        apply(c.run.ws, c.plan(report, c.freed(forget_session=forget_session), move))
+    except DevclawError as exc:
+        report.label_revert_failed = True
+        report.message += f"; not fixed, the label could not be reverted: {exc.message}"
+        return False
+    report.label_reverted = move is not None
     return True
 
 
-def _deactivate(c: _Context, report: HealthIssue) -> None:
-    c.worker.deactivate()
-    report.fixed = True
+def _revert_event(spec: RoleSpec, project: Project, issue_id: int) -> Event:
+    """Dev work that already failed QA goes back to To Improve, the rest to its start queue."""
+    if spec.revert_after_fail is not None and project.qa_fail_count(issue_id) > 0:
+        return spec.revert_after_fail
+    return spec.revert_event
 
 
-def _clear_issue(c: _Context, report: HealthIssue) -> None:
-    c.worker.issue_id = None
-    report.fixed = True
+def _worker_vs_tracker(c: _Slot) -> _Finding | None:
+    issue_id = c.worker.issue_id
+    assert c.view is not None and c.view.tracker is not None
+    if not c.worker.active or issue_id is None:
+        return None
+    listed = c.view.active[c.spec.active_label].get(issue_id)
+    if listed is not None:
+        if len(workflow_labels(listed.labels)) > 1:
+            return _Finding(_conflict(c.project, c.group_id, listed))
+        return None
+    try:
+        issue = c.view.get_issue(issue_id)
+    except NotFoundError:
+        report = c.report("issue_gone", "critical", f"{c.who} works on issue #{issue_id}, which was deleted")
+        return _Finding(report, c.plan(report, c.freed()))
+    except DevclawError as exc:
+        message = f"{c.who} works on issue #{issue_id}, which could not be read ({exc.message}); left alone"
+        return _Finding(c.report("tracker_unreachable", "unknown", message))
+    if issue.label == c.spec.active_label and issue.state == "open":
+        return None  # picked up after the lists were read: where it should be
+    if issue.state == "closed":
+        report = c.report("issue_closed", "critical", f"{c.who} works on issue #{issue_id}, which was closed")
+        return _Finding(report, c.plan(report, c.freed()))
+    if len(workflow_labels(issue.labels)) > 1:
+        return _Finding(_conflict(c.project, c.group_id, issue))
+    message = (
+        f'{c.who} works on issue #{issue_id}, which is on "{issue.label or "no workflow label"}", not '
+        f'"{c.spec.active_label}": someone moved it; the worker is freed and the label left as they set it'
+    )
+    report = c.report("label_mismatch", "critical", message)
+    return _Finding(report, c.plan(report, c.freed()))
+
+
+def _conflict(project: Project, group_id: str, issue: Issue) -> HealthIssue:
+    labels = ", ".join(f'"{label}"' for label in workflow_labels(issue.labels))
+    return HealthIssue(
+        type="conflicting_labels",
+        severity="warning",
+        project=project.name,
+        group_id=group_id,
+        issue_id=issue.id,
+        message=f"Issue #{issue.id} on {project.name} carries several workflow labels ({labels}); a person must "
+        "choose one. devclaw leaves it and its worker alone until then",
+    )
+
+
+def _label_findings(
+    run: _Run, state: ProjectsFile, group_id: str, project: Project, view: _TrackerView
+) -> list[_Finding]:
+    findings: list[_Finding] = []
+    claimed = _claimed(state).get(project.tracker.identity(), set())
+    mine = {w.issue_id for _, _, w in project.every_worker() if w.active}
+    seen: set[int] = set()
+    for label, issues in view.active.items():
+        role = active_role(label)
+        assert role is not None
+        spec = ROLES[role]
+        for issue in issues.values():
+            if issue.id in mine or issue.id in claimed or issue.id in seen:
+                continue
+            seen.add(issue.id)
+            if len(workflow_labels(issue.labels)) > 1:
+                findings.append(_Finding(_conflict(project, group_id, issue)))
+                continue
+            findings.append(_orphan(run.ws, group_id, project, spec, issue))
+    return findings
+
+
+def _orphan(ws: Workspace, group_id: str, project: Project, spec: RoleSpec, issue: Issue) -> _Finding:
+    target = next_label(spec.active_label, _revert_event(spec, project, issue.id))
+    message = (
+        f'Issue #{issue.id} on {project.name} is on "{spec.active_label}" but no {spec.title} worker tracks '
+        f'it; it goes back to "{target}"'
+    )
+    report = HealthIssue(
+        type="orphaned_label",
+        severity="critical",
+        project=project.name,
+        group_id=group_id,
+        role=spec.name,
+        message=message,
+        issue_id=issue.id,
+    )
+    move = Move(issue, target)
+    record = Record(
+        "health_fix",
+        {
+            "project": project.name,
+            "groupId": group_id,
+            "role": spec.name,
+            "type": "orphaned_label",
+            "issue": issue.id,
+            "labelTransition": move.transition,
+        },
+    )
+    return _Finding(report, step=lambda: _orphan_fix(ws, group_id, report, move, record))
+
+
+def _orphan_fix(ws: Workspace, group_id: str, report: HealthIssue, move: Move, record: Record) -> bool:
+    """Move the orphan back, if it is still where the scan saw it (the lists were read before the lock)."""
+    try:
+        issue = ws.tracker(ws.store.read().project(group_id)).get_issue(move.issue.id)
+    except DevclawError as exc:
+        report.label_revert_failed = True
+        report.message += f"; not fixed, the issue could not be read again: {exc.message}"
+        return False
+    if issue.labels != move.issue.labels or issue.state != "open":
+        report.message += "; left alone: it moved since the scan"
+        report.type = MOVED_SINCE_SCAN
+        return False
+    try:
+        apply(
+            ws,
+            Plan(
+                tool="session_health", group_id=group_id, result=report, move=Move(issue, move.target), records=[record]
+            ),
+        )
+    except DevclawError as exc:
+        report.label_revert_failed = True
+        report.message += f"; not fixed, the label could not be moved: {exc.message}"
+        return False
+    report.label_reverted = True
+    return True
+
+
+# --- the report ----------------------------------------------------------------------------------------
 
 
 def _report(
-    ws: Workspace, params: SessionHealthInput, check_tracker: bool, projects: int, findings: list[_Finding]
+    ws: Workspace,
+    params: SessionHealthInput,
+    check_tracker: bool,
+    projects: int,
+    findings: list[_Finding],
+    grace: list[GraceWorker],
 ) -> SessionHealthResult:
     issues = [finding.report for finding in findings]
     fixes = sum(1 for issue in issues if issue.fixed)
     note = None
-    if not params.active_sessions:
+    if params.active_sessions is None:
         note = (
             "Zombie detection skipped: no activeSessions given. Pass the session keys from sessions_list; "
             "unknown is not dead."
         )
-    fixed = [{"type": i.type, "groupId": i.group_id, "role": i.role, "issue": i.issue_id} for i in issues if i.fixed]
-    ws.audit.append(
-        "health_check",
-        projectsScanned=projects,
-        issuesFound=len(issues),
-        fixesApplied=fixes,
-        autoFix=params.auto_fix,
-        activeSessionsProvided=params.active_sessions is not None,
-        trackerChecked=check_tracker,
-        fixed=fixed,
-    )
+    fixed = [
+        {"type": i.type, "groupId": i.group_id, "role": i.role, "issue": i.issue_id}
+        | ({"slot": i.slot} if i.slot is not None else {})
+        for i in issues
+        if i.fixed
+    ]
+    record: dict[str, Any] = {
+        "projectsScanned": projects,
+        "issuesFound": len(issues),
+        "fixesApplied": fixes,
+        "autoFix": params.auto_fix,
+        "activeSessionsProvided": params.active_sessions is not None,
+        "trackerChecked": check_tracker,
+        "fixed": fixed,
+        "inGrace": len(grace),
+    }
+    audit_error = None
+    try:
+        ws.audit.append("health_check", **record)
+    except DevclawError as exc:
+        audit_error = f"{exc.message}. The health run's summary line was not written"
     return SessionHealthResult(
         success=True,
         healthy=not issues,
@@ -413,7 +763,9 @@ def _report(
         fixes_applied=fixes,
         issues=issues,
         tracker_checked=check_tracker,
+        in_grace=grace,
         note=note,
+        audit_error=audit_error,
     )
 
 

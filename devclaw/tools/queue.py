@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from devclaw.errors import DevclawError, error_payload
 from devclaw.state import Project
 from devclaw.tools.base import Tool, ToolInput, ToolResult
-from devclaw.tools.common import GroupId, WorkerView
+from devclaw.tools.common import GroupId, WorkerView, slot_views
 from devclaw.workflow import QUEUES
 from devclaw.workspace import Workspace
 
@@ -43,6 +43,8 @@ class ProjectQueue(ToolResult):
     qa: WorkerView
     queue: Queues | None
     error: ProjectError | None = None
+    #: Every worker slot by role, for a project with more than one worker of some role.
+    workers: dict[str, list[WorkerView]] | None = None
 
 
 class QueueStatusResult(ToolResult):
@@ -77,8 +79,9 @@ def _project_queue(ws: Workspace, group_id: str, project: Project) -> tuple[Proj
     row = ProjectQueue(
         name=project.name,
         group_id=group_id,
-        dev=WorkerView.of(project.dev),
-        qa=WorkerView.of(project.qa),
+        dev=WorkerView.of(project.worker("dev")),
+        qa=WorkerView.of(project.worker("qa")),
+        workers=slot_views(project),
         queue=None,
     )
     try:

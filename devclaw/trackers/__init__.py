@@ -6,6 +6,8 @@ uses that provider: python-gitlab and PyGithub cost 0.1-0.2 s each to import.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,17 @@ def _github(project: Project, memory_dir: Path) -> Tracker:
 
 
 PROVIDERS: dict[str, TrackerFactory] = {"local": _local, "gitlab": _gitlab, "github": _github}
+#: The environment variable a provider reads its token from when the project names none.
+DEFAULT_TOKEN_ENV: dict[str, str] = {"gitlab": "GITLAB_TOKEN", "github": "GITHUB_TOKEN"}
+
+
+def client_key(project: Project) -> str:
+    """What a tracker client depends on: its configuration and (as a digest, never the value) its token,
+    so a reused client is never one made with another token."""
+    variable = project.tracker.token_env or DEFAULT_TOKEN_ENV.get(project.tracker.provider)
+    token = os.environ.get(variable, "") if variable else ""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+    return project.model_dump_json(include={"name", "repo", "tracker"}) + digest
 
 
 def open_tracker(project: Project, memory_dir: Path) -> Tracker:
@@ -44,4 +57,4 @@ def open_tracker(project: Project, memory_dir: Path) -> Tracker:
     return PROVIDERS[project.tracker.provider](project, memory_dir)
 
 
-__all__ = ["PROVIDERS", "Issue", "Tracker", "open_tracker"]
+__all__ = ["DEFAULT_TOKEN_ENV", "PROVIDERS", "Issue", "Tracker", "client_key", "open_tracker"]

@@ -46,6 +46,9 @@ class Tracker(Protocol):
 
     #: Where the project lives, as users name it ("group/project", "owner/name", or a local path).
     path: str
+    #: Whether a write can take effect while its reply is lost (a network tracker). ``engine.apply``
+    #: records an intent before such a write; a local transaction either commits or raises.
+    replies_can_be_lost: bool
 
     def get_issue(self, issue_id: int) -> Issue:
         """One issue, open or closed."""

@@ -20,6 +20,7 @@ from github.GithubObject import GithubObject
 from github.Issue import Issue as GithubIssue
 
 from devclaw.errors import DevclawError, TrackerError
+from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
 from devclaw.trackers.base import Issue, relabel
 from devclaw.trackers.remote import (
     HttpPolicy,
@@ -41,7 +42,7 @@ class GitHubTracker(RemoteTracker):
 
     PROVIDER = "GitHub"
     DEFAULT_URL = "https://api.github.com"
-    DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
+    DEFAULT_TOKEN_ENV = TOKEN_ENVS["github"]
     SCOPES = 'the repo scope (classic token) or "Issues: read and write" on the repository (fine-grained)'
 
     def _connect(self, policy: HttpPolicy) -> None:

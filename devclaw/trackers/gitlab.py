@@ -18,6 +18,7 @@ import gitlab
 import requests
 
 from devclaw.errors import DevclawError, TrackerError
+from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
 from devclaw.trackers.base import Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
@@ -42,7 +43,7 @@ class GitLabTracker(RemoteTracker):
 
     PROVIDER = "GitLab"
     DEFAULT_URL = "https://gitlab.com"
-    DEFAULT_TOKEN_ENV = "GITLAB_TOKEN"
+    DEFAULT_TOKEN_ENV = TOKEN_ENVS["gitlab"]
     SCOPES = "the api scope and at least the Reporter role on the project"
 
     def _connect(self, policy: HttpPolicy) -> None:

@@ -48,6 +48,8 @@ _COLUMNS = "number, title, description, state, labels"
 
 
 class LocalTracker:
+    replies_can_be_lost = False
+
     def __init__(self, db_path: Path, path: str) -> None:
         self.db_path = db_path
         self.path = path

@@ -360,6 +360,8 @@ class RemoteTracker:
     (URL, token variable, path), and the error texts. Each subclass builds its client in ``_connect``
     and says in ``_path_from_repo`` how a git remote names its projects."""
 
+    replies_can_be_lost = True
+
     PROVIDER: ClassVar[str]
     DEFAULT_URL: ClassVar[str]
     DEFAULT_TOKEN_ENV: ClassVar[str]
