@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sse_starlette.sse import EventSourceResponse
@@ -29,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -156,7 +157,7 @@ class Site:
         fragment = request.query_params.get("fragment") == "1"
         template = self.env.get_template(f"{name}.html" if fragment else "page.html")
         html = template.render(page=name, body=f"{name}.html", csrf=self.csrf, version=self.obs.version, **context)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(redact(html), status_code=status, headers={"Cache-Control": "no-store"})
 
     async def live(self, request: Request) -> Response:
         return self.page(request, "live", state=state_view(self.obs), labels=[label.value for label in _shown()])
@@ -183,7 +184,7 @@ class Site:
     # --- API ----------------------------------------------------------------------------------
 
     async def api_state(self, request: Request) -> Response:
-        return JSONResponse(state_view(self.obs))
+        return _json(state_view(self.obs))
 
     async def api_events(self, request: Request) -> Response:
         try:
@@ -196,7 +197,7 @@ class Site:
         history = self.obs.history
         events = history.events_after(after, limit)
         oldest = history.events[0][0] if history.events else history.seq + 1
-        return JSONResponse(
+        return _json(
             {
                 "events": [{"seq": seq, **record} for seq, record in events],
                 "last": events[-1][0] if events else min(after, history.seq),
@@ -207,16 +208,16 @@ class Site:
         )
 
     async def api_cost(self, request: Request) -> Response:
-        return JSONResponse(cost_view(self.obs))
+        return _json(cost_view(self.obs))
 
     async def api_timeline(self, request: Request) -> Response:
         try:
-            return JSONResponse(timeline_view(self.obs, _timeline_filter(request)))
+            return _json(timeline_view(self.obs, _timeline_filter(request)))
         except InputError as exc:
             return _error(exc, 400)
 
     async def api_analytics(self, request: Request) -> Response:
-        return JSONResponse(analytics_view(self.obs))
+        return _json(analytics_view(self.obs))
 
     async def stream(self, request: Request) -> Response:
         async def changes() -> AsyncIterator[dict[str, str]]:
@@ -231,9 +232,11 @@ class Site:
         return EventSourceResponse(changes(), ping=STREAM_HEARTBEAT, headers={"Cache-Control": "no-store"})
 
     async def send_to_todo(self, request: Request) -> Response:
-        is_form = request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
-                                                                      "multipart/form-data"))
-        fields: dict[str, Any] = dict(await request.form()) if is_form else await _json_body(request)
+        # An HTML form posts urlencoded fields (parsed here: Starlette's form parser needs one more package).
+        is_form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        fields: dict[str, Any] = (
+            dict(parse_qsl((await request.body()).decode(errors="replace"))) if is_form else await _json_body(request)
+        )
         if not self._may_write(request, fields):
             return _error(InputError("This action needs the access token, or a same-origin request with the "
                                      "page's CSRF token"), 403)
@@ -251,13 +254,21 @@ class Site:
         self.obs.bump()
         if is_form:
             return _back_to_triage(f"#{issue_id} moved to To Do", failed=False)
-        return JSONResponse({"success": True, "issue": moved})
+        return _json({"success": True, "issue": moved})
 
     def _may_write(self, request: Request, fields: dict[str, Any]) -> bool:
         if self.token is not None and _same(_bearer(request), self.token):
             return True
         offered = fields.get("csrf") or request.headers.get("x-csrf-token")
         return _same_origin(request) and _same(offered if isinstance(offered, str) else None, self.csrf)
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    """Every API answer: JSON with the value of every secret-looking variable of this process masked
+    (audit lines are already masked when written; this holds even for a line written by something else)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(redact(text), status_code=status_code, media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
 
 
 def _shown() -> list[Label]:
@@ -297,8 +308,8 @@ def _back_to_triage(message: str, *, failed: bool) -> Response:
     return RedirectResponse(f"/triage?{query}", status_code=303)
 
 
-def _error(exc: DevclawError, status: int) -> JSONResponse:
-    return JSONResponse({"success": False, "error": error_payload(exc)}, status_code=status)
+def _error(exc: DevclawError, status: int) -> Response:
+    return _json({"success": False, "error": error_payload(exc)}, status_code=status)
 
 
 def _timeline_filter(request: Request) -> TimelineFilter:

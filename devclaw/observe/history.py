@@ -28,7 +28,8 @@ STAGE_NAMES: dict[str, str] = {
     Label.REFINING.value: "waiting for a person",
 }
 EVENT_WINDOW = 10_000
-USAGE_FIELDS = ("input", "output", "cacheRead", "cacheWrite")
+#: The records that move an issue (the others, such as a refused call's ``error``, do not).
+ISSUE_EVENTS = frozenset({"task_pickup", "task_complete", "issue_label"})
 
 
 def parse_ts(text: object) -> float | None:
@@ -198,7 +199,7 @@ class History:
             return
         at = parse_ts(record.get("ts"))
         issue_id = record.get("issue")
-        if at is None or not isinstance(group_id, str) or not isinstance(issue_id, int):
+        if event not in ISSUE_EVENTS or at is None or not isinstance(group_id, str) or not isinstance(issue_id, int):
             return
         issue = self._issue(group_id, issue_id, record)
         if event == "task_pickup":
@@ -212,7 +213,9 @@ class History:
         key = (group_id, issue_id)
         issue = self.issues.get(key)
         if issue is None:
-            issue = self.issues[key] = IssueHistory(group_id, str(record.get("project") or group_id), issue_id)
+            issue = self.issues[key] = IssueHistory(group_id, group_id, issue_id)
+        if isinstance(record.get("project"), str):
+            issue.project = record["project"]  # the name as of the latest record: a project can be renamed
         return issue
 
     def _pickup(self, issue: IssueHistory, record: dict[str, Any], at: float) -> None:
