@@ -10,8 +10,6 @@
   function fragmentUrl() {
     var url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
-    url.searchParams.delete("notice");
-    url.searchParams.delete("failed");
     return url.toString();
   }
 
