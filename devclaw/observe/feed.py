@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,17 @@ class AuditFeed:
 
     def poll(self) -> list[dict[str, Any]]:
         """The whole records appended since the last call, oldest first."""
-        records: list[dict[str, Any]] = []
+        return [record for batch in self.batches() for record in batch]
+
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        """As ``poll``, a chunk (a few MiB) at a time: reading a big log at start-up never holds it whole."""
         seen: set[FileKey] = set()
         for path in self.log.files():
-            key = self._read_file(path, records)
+            key = yield from self._read_file(path)
             if key is not None:
                 seen.add(key)
         # Forget files that are gone, so a reused inode number starts from 0.
         self.offsets = {key: offset for key, offset in self.offsets.items() if key in seen}
-        return records
 
     def changed(self) -> bool:
         """Whether any file of the log has bytes this feed has not read (a stat per file, no read)."""
@@ -50,7 +53,7 @@ class AuditFeed:
                 return True
         return False
 
-    def _read_file(self, path: Path, records: list[dict[str, Any]]) -> FileKey | None:
+    def _read_file(self, path: Path) -> Generator[list[dict[str, Any]], None, FileKey | None]:
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -72,7 +75,8 @@ class AuditFeed:
                 whole = chunk[: end + 1]
                 self.bytes_read += len(whole)
                 offset += len(whole)
-                records.extend(_parse(whole))
+                self.offsets[key] = offset
+                yield _parse(whole)
                 if end + 1 < len(chunk):
                     handle.seek(offset)
             self.offsets[key] = offset

@@ -13,6 +13,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 from devclaw.workflow import Label
@@ -124,17 +125,16 @@ class UsageTotals:
     cost: float = 0.0
     cost_missing: int = 0  # tasks whose usage had no cost
 
-    def add(self, usage: dict[str, Any]) -> None:
+    def add(self, counts: tuple[int, int, int, int], cost: float | None) -> None:
         self.tasks += 1
-        self.input += _count(usage.get("input"))
-        self.output += _count(usage.get("output"))
-        self.cache_read += _count(usage.get("cacheRead"))
-        self.cache_write += _count(usage.get("cacheWrite"))
-        cost = usage.get("cost")
-        if isinstance(cost, int | float) and not isinstance(cost, bool):
-            self.cost += float(cost)
-        else:
+        self.input += counts[0]
+        self.output += counts[1]
+        self.cache_read += counts[2]
+        self.cache_write += counts[3]
+        if cost is None:
             self.cost_missing += 1
+        else:
+            self.cost += cost
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -172,9 +172,16 @@ class Usage:
         ]
         if isinstance(issue, int):
             keys.append((self.by_task, (project, issue)))
-        self.total.add(usage)
+        counts = (_count(usage.get("input")), _count(usage.get("output")), _count(usage.get("cacheRead")),
+                  _count(usage.get("cacheWrite")))
+        cost = usage.get("cost")
+        price = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+        self.total.add(counts, price)
         for table, key in keys:
-            table.setdefault(key, UsageTotals()).add(usage)
+            totals = table.get(key)
+            if totals is None:
+                totals = table[key] = UsageTotals()
+            totals.add(counts, price)
 
 
 class History:
@@ -254,7 +261,10 @@ class History:
         if not isinstance(move, str) or " → " not in move:
             return
         source, target = move.split(" → ", 1)
-        issue.transitions.append(Transition(at, source, target, role, str(record.get("event"))))
+        # A million lines hold a handful of distinct labels, roles and events: keep one copy of each.
+        issue.transitions.append(
+            Transition(at, intern(source), intern(target), intern(role), intern(str(record.get("event"))))
+        )
 
     def events_after(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         if not self.events or after >= self.seq:

@@ -54,8 +54,9 @@ class Observatory:
     def load(self) -> None:
         """Read projects.json and the whole audit log once, before the server answers anything."""
         self._read_state()
-        for record in self.feed.poll():
-            self.history.add(record)
+        for batch in self.feed.batches():
+            for record in batch:
+                self.history.add(record)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._refresh_queues())]
