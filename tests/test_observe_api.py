@@ -313,3 +313,12 @@ def test_no_answer_contains_a_tracker_token(remote_workspace: tuple[Path, FakeGi
         bodies = {path: observer.get(path).text for path in (*PAGES, *APIS, "/?fragment=1", "/triage?fragment=1")}
         assert all(fake.token not in body for body in bodies.values()), [p for p, b in bodies.items() if fake.token in b]
         assert "oops ***" in bodies["/api/events?after=0"]  # the line is shown, its secret masked
+
+
+def test_docs_name_every_page_and_endpoint() -> None:
+    from devclaw.observe.app import Site
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "OBSERVATORY.md").read_text()
+    paths = [route.path for route in Site.__new__(Site).routes() if route.path != "/static"]
+    named = [path for path in paths if re.search(rf"[ `(]{re.escape(path)}[`?) ]", doc)]
+    assert named == paths
