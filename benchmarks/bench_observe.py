@@ -59,8 +59,13 @@ def build(root: Path, lines: int) -> Workspace:
     for n in range(PROJECTS):
         group = f"-100{n:07d}"
         active = n % 3 == 0
-        worker = Worker(active=active, session_id=f"agent:devclaw:subagent:{n}-dev", issue_id="1" if active else None,
-                        start_time=start.isoformat().replace("+00:00", "Z"), model="sonnet")
+        worker = Worker(
+            active=active,
+            session_id=f"agent:devclaw:subagent:{n}-dev",
+            issue_id="1" if active else None,
+            start_time=start.isoformat().replace("+00:00", "Z"),
+            model="sonnet",
+        )
         state.projects[group] = Project(name=f"project-{n:03d}", dev=worker)
         tracker = LocalTracker(ws.memory / "tracker.sqlite3", f"project-{n:03d}")
         for label in (Label.DOING, Label.TO_DO, Label.TO_TEST, Label.REFINING, Label.TO_IMPROVE):
@@ -87,23 +92,53 @@ def _lifecycle(group: str, name: str, issue: int, n: int) -> list[dict[str, obje
     usage = {"input": 12000 + issue % 5000, "output": 1500, "cacheRead": 8000, "cacheWrite": 400, "cost": 0.042}
     model = MODELS[issue % len(MODELS)]
     records: list[dict[str, object]] = [
-        {"event": "task_pickup", **base, "issueTitle": f"Task {issue}", "role": "dev", "model": "sonnet",
-         "labelTransition": "To Do → Doing"},
+        {
+            "event": "task_pickup",
+            **base,
+            "issueTitle": f"Task {issue}",
+            "role": "dev",
+            "model": "sonnet",
+            "labelTransition": "To Do → Doing",
+        },
         {"event": "model_selection", "issue": issue, "role": "dev", "selected": "sonnet", "fullModel": model},
-        {"event": "task_complete", **base, "role": "dev", "result": "done", "labelTransition": "Doing → To Test",
-         "model": model, "usage": usage},
+        {
+            "event": "task_complete",
+            **base,
+            "role": "dev",
+            "result": "done",
+            "labelTransition": "Doing → To Test",
+            "model": model,
+            "usage": usage,
+        },
         {"event": "task_pickup", **base, "role": "qa", "model": "grok", "labelTransition": "To Test → Testing"},
     ]
     if issue % 4 == 0:
         records += [
-            {"event": "task_complete", **base, "role": "qa", "result": "fail", "summary": "broken",
-             "labelTransition": "Testing → To Improve", "model": model, "usage": usage},
+            {
+                "event": "task_complete",
+                **base,
+                "role": "qa",
+                "result": "fail",
+                "summary": "broken",
+                "labelTransition": "Testing → To Improve",
+                "model": model,
+                "usage": usage,
+            },
             {"event": "task_pickup", **base, "role": "dev", "labelTransition": "To Improve → Doing"},
             {"event": "task_complete", **base, "role": "dev", "result": "done", "labelTransition": "Doing → To Test"},
             {"event": "task_pickup", **base, "role": "qa", "labelTransition": "To Test → Testing"},
         ]
-    records.append({"event": "task_complete", **base, "role": "qa", "result": "pass",
-                    "labelTransition": "Testing → Done", "model": model, "usage": usage})
+    records.append(
+        {
+            "event": "task_complete",
+            **base,
+            "role": "qa",
+            "result": "pass",
+            "labelTransition": "Testing → Done",
+            "model": model,
+            "usage": usage,
+        }
+    )
     return records
 
 
@@ -169,8 +204,22 @@ def main() -> None:
         rescan = time.perf_counter() - started
         log("starting devclaw observe")
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "devclaw", "observe", "--workspace", str(ws.root),
-                                 "--port", "0", "--refresh", "3600"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devclaw",
+                "observe",
+                "--workspace",
+                str(ws.root),
+                "--port",
+                "0",
+                "--refresh",
+                "3600",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
@@ -213,27 +262,43 @@ def measure(port: int, ws: Workspace, pid: int) -> dict[str, list[float]]:
     return rows
 
 
-def report(lines: int, count: int, size: int, rescan: float, startup: float, rows: dict[str, list[float]],
-           memory: dict[str, int]) -> None:
+def report(
+    lines: int,
+    count: int,
+    size: int,
+    rescan: float,
+    startup: float,
+    rows: dict[str, list[float]],
+    memory: dict[str, int],
+) -> None:
     def ms(values: list[float], q: float = 0.5) -> str:
         ordered = sorted(values)
         return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f} ms"
 
     floor = statistics.median(rows["/static/observe.css"])
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{dt.date.today().isoformat()}; {PROJECTS} projects, {lines:,} audit lines ({size / 2**20:.0f} MiB, "
-          f"{count:,} records)\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{dt.date.today().isoformat()}; {PROJECTS} projects, {lines:,} audit lines ({size / 2**20:.0f} MiB, "
+        f"{count:,} records)\n"
+    )
     print("| measure | median | p95 | × static file |")
     print("|---|---|---|---|")
-    for path, title in (("/static/observe.css", "static file (floor)"), ("/api/state", "`/api/state`"),
-                        ("/", "Live page `/`")):
+    for path, title in (
+        ("/static/observe.css", "static file (floor)"),
+        ("/api/state", "`/api/state`"),
+        ("/", "Live page `/`"),
+    ):
         ratio = statistics.median(rows[path]) / floor
         print(f"| {title} | {ms(rows[path])} | {ms(rows[path], 0.95)} | {ratio:.1f} |")
     print(f"| audit append → `change` event | {ms(rows['push'])} | max {max(rows['push']) * 1000:.0f} ms | |")
-    print(f"| one full rescan of the log (not done per request) | {rescan * 1000:.0f} ms | | "
-          f"{rescan / statistics.median(rows['/api/state']):.0f}× `/api/state` |")
+    print(
+        f"| one full rescan of the log (not done per request) | {rescan * 1000:.0f} ms | | "
+        f"{rescan / statistics.median(rows['/api/state']):.0f}× `/api/state` |"
+    )
     print(f"| start-up (spawn → listening, whole log read) | {startup:.1f} s | | |")
-    print(f"| server memory after the run | VmRSS {memory['VmRSS'] / 1024:.0f} MiB | peak {memory['VmHWM'] / 1024:.0f} MiB | |")
+    print(
+        f"| server memory after the run | VmRSS {memory['VmRSS'] / 1024:.0f} MiB | peak {memory['VmHWM'] / 1024:.0f} MiB | |"
+    )
 
 
 if __name__ == "__main__":

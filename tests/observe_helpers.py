@@ -72,8 +72,9 @@ class Observer:
             return ""
         return self.proc.stderr.read()
 
-    def request(self, method: str, path: str, *, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Answer:
+    def request(
+        self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Answer:
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=WAIT_TIMEOUT)
         try:
@@ -118,13 +119,18 @@ def project(state: Any, group_id: str) -> Any:
 
 
 def make_demo(root: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "devclaw", "demo", "--workspace", str(root)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "devclaw", "demo", "--workspace", str(root)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return root
 
 
 def devclaw(root: Path, *args: str) -> Any:
-    done = subprocess.run([sys.executable, "-m", "devclaw", "--workspace", str(root), *args], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "devclaw", "--workspace", str(root), *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)

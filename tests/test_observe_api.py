@@ -110,7 +110,14 @@ def test_timeline_and_analytics_endpoints(observer: Observer) -> None:
     first = next(i for i in timeline["issues"] if i["issue"] == 1)
     assert first["done"] and first["cycleSeconds"] > 0 and first["qaFails"] == 1
     assert [s["stage"] for s in first["stages"]] == [
-        "in dev", "waiting for QA", "in QA", "back for fixes", "in dev", "waiting for QA", "in QA"]
+        "in dev",
+        "waiting for QA",
+        "in QA",
+        "back for fixes",
+        "in dev",
+        "waiting for QA",
+        "in QA",
+    ]
     assert observer.get("/api/timeline?since=2999-01-01").json()["issues"] == []
     assert observer.get("/api/timeline?since=yesterday").status == 400
     assert observer.get("/timeline?role=boss").status == 400
@@ -125,16 +132,42 @@ def test_cost_is_empty_with_a_note_until_usage_is_recorded(observer: Observer, w
     assert "No token usage recorded yet" in observer.get("/analytics").text
     log = AuditLog(workspace / "memory" / "audit.log")
     for role, model, usage in (
-        ("dev", "anthropic/claude-opus-4-5", {"input": 1000, "output": 200, "cacheRead": 50, "cacheWrite": 5, "cost": 0.25}),
-        ("qa", "github-copilot/grok-code-fast-1", {"input": 300, "output": 40, "cacheRead": 0, "cacheWrite": 0, "cost": None}),
+        (
+            "dev",
+            "anthropic/claude-opus-4-5",
+            {"input": 1000, "output": 200, "cacheRead": 50, "cacheWrite": 5, "cost": 0.25},
+        ),
+        (
+            "qa",
+            "github-copilot/grok-code-fast-1",
+            {"input": 300, "output": 40, "cacheRead": 0, "cacheWrite": 0, "cost": None},
+        ),
     ):
-        log.append("task_complete", project="webapp", groupId=GROUP, issue=3, role=role, result="done",
-                   labelTransition="Doing → To Test", model=model, usage=usage)
+        log.append(
+            "task_complete",
+            project="webapp",
+            groupId=GROUP,
+            issue=3,
+            role=role,
+            result="done",
+            labelTransition="Doing → To Test",
+            model=model,
+            usage=usage,
+        )
     cost = wait_for(lambda: (c := observer.get("/api/cost").json())["recorded"] and c, "usage to be read")
-    assert cost["total"] == {"tasks": 2, "input": 1300, "output": 240, "cacheRead": 50, "cacheWrite": 5, "cost": 0.25,
-                             "tasksWithoutCost": 1}
-    assert [(r["key"], r["cost"]) for r in cost["byModel"]] == [("anthropic/claude-opus-4-5", 0.25),
-                                                                ("github-copilot/grok-code-fast-1", 0.0)]
+    assert cost["total"] == {
+        "tasks": 2,
+        "input": 1300,
+        "output": 240,
+        "cacheRead": 50,
+        "cacheWrite": 5,
+        "cost": 0.25,
+        "tasksWithoutCost": 1,
+    }
+    assert [(r["key"], r["cost"]) for r in cost["byModel"]] == [
+        ("anthropic/claude-opus-4-5", 0.25),
+        ("github-copilot/grok-code-fast-1", 0.0),
+    ]
     assert [r["key"] for r in cost["byRole"]] == ["dev", "qa"]
     assert cost["byProject"][0]["key"] == "webapp" and cost["byTask"][0]["issue"] == 3
     page = observer.get("/analytics").text
@@ -148,8 +181,12 @@ def _page_csrf(observer: Observer) -> str:
 
 
 def _form_post(observer: Observer, fields: dict[str, str], **headers: str) -> Any:
-    return observer.request("POST", "/api/send-to-todo", body=urlencode(fields).encode(),
-                            headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+    return observer.request(
+        "POST",
+        "/api/send-to-todo",
+        body=urlencode(fields).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+    )
 
 
 def test_send_to_todo_is_the_human_move_with_its_audit_line(observer: Observer, workspace: Path) -> None:
@@ -159,8 +196,16 @@ def test_send_to_todo_is_the_human_move_with_its_audit_line(observer: Observer, 
     assert devclaw(workspace, "issue", "show", GROUP, "2")["labels"] == ["To Do"]
     lines = [json.loads(line) for line in (workspace / "memory" / "audit.log").read_text().splitlines()]
     assert [line for line in lines if line["event"] == "issue_label"] == [
-        {"ts": lines[-1]["ts"], "event": "issue_label", "project": "webapp", "groupId": GROUP, "issue": 2,
-         "labelTransition": "Refining → To Do", "forced": False}]
+        {
+            "ts": lines[-1]["ts"],
+            "event": "issue_label",
+            "project": "webapp",
+            "groupId": GROUP,
+            "issue": 2,
+            "labelTransition": "Refining → To Do",
+            "forced": False,
+        }
+    ]
     queues = project(observer.state(), GROUP)["queues"]["issues"]
     assert queues["Refining"] == [] and [i["id"] for i in queues["To Do"]] == [2, 3]
     # A move the workflow does not allow (Done -> To Do) is refused, shown, and writes nothing.
@@ -180,11 +225,19 @@ def test_send_to_todo_needs_a_same_origin_csrf_token(observer: Observer, workspa
     ):
         assert _form_post(observer, fields, **headers).status == 403, (fields, headers)
     assert devclaw(workspace, "issue", "show", GROUP, "2")["labels"] == ["Refining"]
-    answer = observer.request("POST", "/api/send-to-todo", body=json.dumps({"groupId": GROUP, "issueId": 2}).encode(),
-                              headers={"Content-Type": "application/json", "Origin": observer.url, "X-CSRF-Token": csrf})
+    answer = observer.request(
+        "POST",
+        "/api/send-to-todo",
+        body=json.dumps({"groupId": GROUP, "issueId": 2}).encode(),
+        headers={"Content-Type": "application/json", "Origin": observer.url, "X-CSRF-Token": csrf},
+    )
     assert answer.status == 200 and answer.json()["issue"]["labels"] == ["To Do"]
-    missing = observer.request("POST", "/api/send-to-todo", body=json.dumps({"groupId": GROUP, "issueId": 99}).encode(),
-                               headers={"Content-Type": "application/json", "Origin": observer.url, "X-CSRF-Token": csrf})
+    missing = observer.request(
+        "POST",
+        "/api/send-to-todo",
+        body=json.dumps({"groupId": GROUP, "issueId": 99}).encode(),
+        headers={"Content-Type": "application/json", "Origin": observer.url, "X-CSRF-Token": csrf},
+    )
     assert missing.status == 404 and missing.json()["error"]["type"] == "not_found"
 
 
@@ -225,8 +278,13 @@ def test_a_non_loopback_host_needs_a_token(workspace: Path) -> None:
         (["--token-env", "OBS_TOKEN"], {"OBS_TOKEN": "short"}, "is shorter than 16 characters"),
         (["--refresh", "0"], {}, "--refresh must be a positive number"),
     ):
-        done = subprocess.run([sys.executable, "-m", "devclaw", "observe", "--workspace", str(workspace), *args],
-                              capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        done = subprocess.run(
+            [sys.executable, "-m", "devclaw", "observe", "--workspace", str(workspace), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+        )
         assert done.returncode in (1, 2), done
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
@@ -248,8 +306,12 @@ def test_with_a_token_every_request_needs_it(workspace: Path) -> None:
         fields = {"groupId": GROUP, "issueId": "2"}
         # The cookie alone never authorises the write; the token in the header does.
         assert _form_post(observer, fields, Cookie=cookie, Origin=observer.url).status == 403
-        moved = observer.request("POST", "/api/send-to-todo", body=json.dumps({"groupId": GROUP, "issueId": 2}).encode(),
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {ACCESS_TOKEN}"})
+        moved = observer.request(
+            "POST",
+            "/api/send-to-todo",
+            body=json.dumps({"groupId": GROUP, "issueId": 2}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {ACCESS_TOKEN}"},
+        )
         assert moved.status == 200, moved.text
         for path in (*PAGES, *APIS):
             assert ACCESS_TOKEN not in observer.get(path, Cookie=cookie).text
@@ -267,10 +329,12 @@ def remote_workspace(tmp_path: Path) -> Iterator[tuple[Path, FakeGitLab, FakeSer
     with FakeServer(fake) as server:
         ws = Workspace(tmp_path / "remote")
         with ws.store.locked() as state:
-            state.projects["-1001"] = Project(name="api", tracker=TrackerConfig(provider="gitlab", path="acme/api",
-                                                                                 base_url=server.url))
-            state.projects["-1002"] = Project(name="down", tracker=TrackerConfig(provider="gitlab", path="acme/down",
-                                                                                  base_url=down_url))
+            state.projects["-1001"] = Project(
+                name="api", tracker=TrackerConfig(provider="gitlab", path="acme/api", base_url=server.url)
+            )
+            state.projects["-1002"] = Project(
+                name="down", tracker=TrackerConfig(provider="gitlab", path="acme/down", base_url=down_url)
+            )
             ws.store.write(state)
         yield ws.root, fake, server, down_url
 
@@ -311,7 +375,9 @@ def test_no_answer_contains_a_tracker_token(remote_workspace: tuple[Path, FakeGi
         AuditLog(root / "memory" / "audit.log").append("error", tool="task_pickup", message=f"oops {fake.token}")
         wait_for(lambda: observer.state()["auditRecords"] == 1, "the audit line")
         bodies = {path: observer.get(path).text for path in (*PAGES, *APIS, "/?fragment=1", "/triage?fragment=1")}
-        assert all(fake.token not in body for body in bodies.values()), [p for p, b in bodies.items() if fake.token in b]
+        assert all(fake.token not in body for body in bodies.values()), [
+            p for p, b in bodies.items() if fake.token in b
+        ]
         assert "oops ***" in bodies["/api/events?after=0"]  # the line is shown, its secret masked
 
 

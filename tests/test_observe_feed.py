@@ -85,8 +85,14 @@ def test_lines_that_are_not_records_are_skipped(tmp_path: Path) -> None:
 
 
 def _record(ts: str, event: str, issue: int, **fields: Any) -> dict[str, Any]:
-    return {"ts": f"2026-11-20T{ts}.000Z", "event": event, "project": "webapp", "groupId": GROUP, "issue": issue,
-            **fields}
+    return {
+        "ts": f"2026-11-20T{ts}.000Z",
+        "event": event,
+        "project": "webapp",
+        "groupId": GROUP,
+        "issue": issue,
+        **fields,
+    }
 
 
 def _lifecycle(history: History) -> None:
@@ -95,8 +101,11 @@ def _lifecycle(history: History) -> None:
         ("10:00:00", "task_pickup", {"role": "dev", "issueTitle": "Login", "labelTransition": "To Do → Doing"}),
         ("10:30:00", "task_complete", {"role": "dev", "result": "done", "labelTransition": "Doing → To Test"}),
         ("10:40:00", "task_pickup", {"role": "qa", "labelTransition": "To Test → Testing"}),
-        ("10:50:00", "task_complete", {"role": "qa", "result": "fail", "summary": "broken",
-                                      "labelTransition": "Testing → To Improve"}),
+        (
+            "10:50:00",
+            "task_complete",
+            {"role": "qa", "result": "fail", "summary": "broken", "labelTransition": "Testing → To Improve"},
+        ),
         ("11:00:00", "task_pickup", {"role": "dev", "labelTransition": "To Improve → Doing"}),
         ("11:20:00", "task_complete", {"role": "dev", "result": "done", "labelTransition": "Doing → To Test"}),
         ("11:25:00", "task_pickup", {"role": "qa", "labelTransition": "To Test → Testing"}),
@@ -112,8 +121,15 @@ def test_an_issues_stages_and_cycle_time() -> None:
     issue = history.issues[(GROUP, 1)]
     assert issue.title == "Login" and issue.roles == {"dev", "qa"} and issue.qa_fails == 1
     assert [(s.name, s.seconds(0)) for s in issue.stages()] == [
-        ("queued", 3600), ("in dev", 1800), ("waiting for QA", 600), ("in QA", 600), ("back for fixes", 600),
-        ("in dev", 1200), ("waiting for QA", 300), ("in QA", 2100)]
+        ("queued", 3600),
+        ("in dev", 1800),
+        ("waiting for QA", 600),
+        ("in QA", 600),
+        ("back for fixes", 600),
+        ("in dev", 1200),
+        ("waiting for QA", 300),
+        ("in QA", 2100),
+    ]
     assert issue.cycle_seconds == 2 * 3600  # first dev pickup 10:00 to the QA pass at 12:00
     day = history.days[("2026-11-20", "webapp")]
     assert (day.done, day.qa_fail, day.qa_pass, day.loop_brakes) == (1, 1, 1, 0)
@@ -122,8 +138,18 @@ def test_an_issues_stages_and_cycle_time() -> None:
 
 def test_a_loop_brake_is_counted_and_explained() -> None:
     history = History()
-    history.add(_record("10:00:00", "task_complete", 4, role="qa", result="fail", summary="still broken",
-                        labelTransition="Testing → Refining", loopBrake=True))
+    history.add(
+        _record(
+            "10:00:00",
+            "task_complete",
+            4,
+            role="qa",
+            result="fail",
+            summary="still broken",
+            labelTransition="Testing → Refining",
+            loopBrake=True,
+        )
+    )
     issue = history.issues[(GROUP, 4)]
     assert issue.braked and issue.last_feedback == "still broken"
     assert history.days[("2026-11-20", "webapp")].loop_brakes == 1
@@ -135,11 +161,27 @@ def test_usage_is_summed_by_task_role_model_project_and_day() -> None:
     _lifecycle(history)
     assert history.usage.total.tasks == 0  # no usage recorded: nothing summed
     for role, model, cost in (("dev", "m/opus", 0.5), ("dev", "m/opus", 0.25), ("qa", "m/grok", None)):
-        history.add(_record("13:00:00", "task_complete", 2, role=role, result="done", model=model,
-                            usage={"input": 10, "output": 5, "cacheRead": 2, "cacheWrite": 1, "cost": cost}))
+        history.add(
+            _record(
+                "13:00:00",
+                "task_complete",
+                2,
+                role=role,
+                result="done",
+                model=model,
+                usage={"input": 10, "output": 5, "cacheRead": 2, "cacheWrite": 1, "cost": cost},
+            )
+        )
     usage = history.usage
-    assert usage.total.as_json() == {"tasks": 3, "input": 30, "output": 15, "cacheRead": 6, "cacheWrite": 3,
-                                     "cost": 0.75, "tasksWithoutCost": 1}
+    assert usage.total.as_json() == {
+        "tasks": 3,
+        "input": 30,
+        "output": 15,
+        "cacheRead": 6,
+        "cacheWrite": 3,
+        "cost": 0.75,
+        "tasksWithoutCost": 1,
+    }
     assert usage.by_model["m/opus"].cost == 0.75 and usage.by_role["qa"].tasks == 1
     assert usage.by_task[("webapp", 2)].tasks == 3 and usage.by_day["2026-11-20"].tasks == 3
 
@@ -159,10 +201,13 @@ def test_worker_rows_give_each_role_its_slot() -> None:
     assert [(row.role, row.slot, row.worker.issue_id) for row in rows] == [("dev", 0, "3"), ("qa", 0, None)]
 
 
-@pytest.mark.parametrize(("target", "lists"), [
-    ("Doing", {"To Do": [], "Doing": [7]}),
-    ("Done", {"To Do": [], "Doing": []}),
-])
+@pytest.mark.parametrize(
+    ("target", "lists"),
+    [
+        ("Doing", {"To Do": [], "Doing": [7]}),
+        ("Done", {"To Do": [], "Doing": []}),
+    ],
+)
 def test_a_move_from_the_log_is_applied_to_the_last_read(target: str, lists: dict[str, list[int]]) -> None:
     item = IssueItem(7, "Seven", "http://t/7", "")
     snapshot = QueueSnapshot(issues={"To Do": [item], "Doing": []}, fetched_at=0.0)

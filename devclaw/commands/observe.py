@@ -21,11 +21,20 @@ MIN_TOKEN_LENGTH = 16
 def register(sub: Any) -> None:
     observe = sub.add_parser("observe", help="a live web dashboard: workers, queues, timelines, cost, triage")
     observe.add_argument("--workspace", dest="observe_workspace", metavar="DIR", help="the workspace to show")
-    observe.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --token-env)")
-    observe.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    observe.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --token-env)"
+    )
+    observe.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
     observe.add_argument("--token-env", metavar="VAR", help="environment variable holding the access token")
-    observe.add_argument("--refresh", type=float, default=DEFAULT_REFRESH, metavar="SECONDS",
-                         help=f"read each project's queues from its tracker at most this often (default {DEFAULT_REFRESH:g})")
+    observe.add_argument(
+        "--refresh",
+        type=float,
+        default=DEFAULT_REFRESH,
+        metavar="SECONDS",
+        help=f"read each project's queues from its tracker at most this often (default {DEFAULT_REFRESH:g})",
+    )
     observe.add_argument("--open", action="store_true", help="open the dashboard in a browser")
     observe.set_defaults(handler=run_observe)
 
@@ -91,8 +100,9 @@ async def _serve(ws: Workspace, sock: socket.socket, args: argparse.Namespace, t
     obs = Observatory(ws, Settings(refresh=args.refresh))
     await asyncio.to_thread(obs.load)  # the whole log once, before the first answer
     app = build_app(obs, token=token, loopback=is_loopback(args.host))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-                            lifespan="on", server_header=False)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on", server_header=False
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():

@@ -55,8 +55,12 @@ COOKIE = "devclaw_observe"
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 EVENTS_LIMIT = 1000
 STREAM_HEARTBEAT = 15.0
-PAGES = (("live", "/", "Live"), ("timeline", "/timeline", "Timeline"), ("analytics", "/analytics", "Analytics"),
-         ("triage", "/triage", "Triage"))
+PAGES = (
+    ("live", "/", "Live"),
+    ("timeline", "/timeline", "Timeline"),
+    ("analytics", "/analytics", "Analytics"),
+    ("triage", "/triage", "Triage"),
+)
 
 
 class TokenGate:
@@ -166,11 +170,13 @@ class Site:
         try:
             chosen = _timeline_filter(request)
         except InputError as exc:
-            return self.page(request, "timeline", error=exc.message, chosen=TimelineFilter(), data=None,
-                             query={}, status=400)
+            return self.page(
+                request, "timeline", error=exc.message, chosen=TimelineFilter(), data=None, query={}, status=400
+            )
         query = {key: value for key, value in request.query_params.items() if key != "fragment"}
-        return self.page(request, "timeline", chosen=chosen, data=timeline_view(self.obs, chosen), query=query,
-                         error=None)
+        return self.page(
+            request, "timeline", chosen=chosen, data=timeline_view(self.obs, chosen), query=query, error=None
+        )
 
     async def analytics(self, request: Request) -> Response:
         data, cost = analytics_view(self.obs), cost_view(self.obs)
@@ -178,8 +184,13 @@ class Site:
 
     async def triage(self, request: Request) -> Response:
         notice = request.query_params.get("notice")
-        return self.page(request, "triage", data=triage_view(self.obs), notice=notice,
-                         failed=request.query_params.get("failed") == "1")
+        return self.page(
+            request,
+            "triage",
+            data=triage_view(self.obs),
+            notice=notice,
+            failed=request.query_params.get("failed") == "1",
+        )
 
     # --- API ----------------------------------------------------------------------------------
 
@@ -238,8 +249,10 @@ class Site:
             dict(parse_qsl((await request.body()).decode(errors="replace"))) if is_form else await _json_body(request)
         )
         if not self._may_write(request, fields):
-            return _error(InputError("This action needs the access token, or a same-origin request with the "
-                                     "page's CSRF token"), 403)
+            return _error(
+                InputError("This action needs the access token, or a same-origin request with the page's CSRF token"),
+                403,
+            )
         try:
             group_id, issue_id = _target(fields)
             moved = await asyncio.to_thread(label_issue, self.obs.ws, group_id, issue_id, Label.TO_DO.value)
@@ -267,8 +280,9 @@ def _json(data: Any, status_code: int = 200) -> Response:
     """Every API answer: JSON with the value of every secret-looking variable of this process masked
     (audit lines are already masked when written; this holds even for a line written by something else)."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return Response(redact(text), status_code=status_code, media_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        redact(text), status_code=status_code, media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 def _shown() -> list[Label]:
@@ -317,8 +331,12 @@ def _timeline_filter(request: Request) -> TimelineFilter:
     role = params.get("role") or None
     if role is not None and role not in ROLES:
         raise InputError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    return TimelineFilter(project=params.get("project") or None, role=role,
-                          since=_day(params.get("since"), "since"), until=_day(params.get("until"), "until"))
+    return TimelineFilter(
+        project=params.get("project") or None,
+        role=role,
+        since=_day(params.get("since"), "since"),
+        until=_day(params.get("until"), "until"),
+    )
 
 
 def _day(text: str | None, name: str) -> date | None:
@@ -334,33 +352,50 @@ def _analytics_charts(data: dict[str, Any], cost: dict[str, Any]) -> dict[str, s
     days = data["perDay"]
     labels = [row["day"] for row in days]
     found = {
-        "throughput": charts.bars("Issues done and QA verdicts per day", labels, {
-            "done": [row["done"] for row in days],
-            "QA fail": [row["qaFail"] for row in days],
-            "QA refine": [row["qaRefine"] for row in days],
-            "loop brakes": [row["loopBrakes"] for row in days],
-        }),
-        "cycle": charts.line("Median cycle time per day (minutes)", labels, {
-            "median cycle time": [None if row["medianCycleSeconds"] is None else round(row["medianCycleSeconds"] / 60, 1)
-                                  for row in days],
-        }),
+        "throughput": charts.bars(
+            "Issues done and QA verdicts per day",
+            labels,
+            {
+                "done": [row["done"] for row in days],
+                "QA fail": [row["qaFail"] for row in days],
+                "QA refine": [row["qaRefine"] for row in days],
+                "loop brakes": [row["loopBrakes"] for row in days],
+            },
+        ),
+        "cycle": charts.line(
+            "Median cycle time per day (minutes)",
+            labels,
+            {
+                "median cycle time": [
+                    None if row["medianCycleSeconds"] is None else round(row["medianCycleSeconds"] / 60, 1)
+                    for row in days
+                ],
+            },
+        ),
     }
     if cost["recorded"]:
         found["costByModel"] = charts.pie("Cost by model (USD)", {row["key"]: row["cost"] for row in cost["byModel"]})
-        found["tokensByRole"] = charts.bars("Tokens by role", [row["key"] for row in cost["byRole"]], {
-            "input": [row["input"] for row in cost["byRole"]],
-            "output": [row["output"] for row in cost["byRole"]],
-            "cache read": [row["cacheRead"] for row in cost["byRole"]],
-            "cache write": [row["cacheWrite"] for row in cost["byRole"]],
-        }, stacked=True)
-        found["costByDay"] = charts.bars("Cost per day (USD)", [row["key"] for row in cost["byDay"]],
-                                         {"cost": [row["cost"] for row in cost["byDay"]]})
+        found["tokensByRole"] = charts.bars(
+            "Tokens by role",
+            [row["key"] for row in cost["byRole"]],
+            {
+                "input": [row["input"] for row in cost["byRole"]],
+                "output": [row["output"] for row in cost["byRole"]],
+                "cache read": [row["cacheRead"] for row in cost["byRole"]],
+                "cache write": [row["cacheWrite"] for row in cost["byRole"]],
+            },
+            stacked=True,
+        )
+        found["costByDay"] = charts.bars(
+            "Cost per day (USD)",
+            [row["key"] for row in cost["byDay"]],
+            {"cost": [row["cost"] for row in cost["byDay"]]},
+        )
     return found
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    return PlainTextResponse(redact(f"500: internal error ({type(exc).__name__}) in devclaw observe"),
-                             status_code=500)
+    return PlainTextResponse(redact(f"500: internal error ({type(exc).__name__}) in devclaw observe"), status_code=500)
 
 
 def build_app(obs: Observatory, *, token: str | None, loopback: bool) -> Starlette:
@@ -376,6 +411,4 @@ def build_app(obs: Observatory, *, token: str | None, loopback: bool) -> Starlet
     if token is None and loopback:
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {Exception: _internal_error}
-    return Starlette(routes=site.routes(), middleware=middleware, lifespan=lifespan,
-                     exception_handlers=handlers)
-
+    return Starlette(routes=site.routes(), middleware=middleware, lifespan=lifespan, exception_handlers=handlers)

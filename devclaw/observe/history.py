@@ -172,8 +172,12 @@ class Usage:
         ]
         if isinstance(issue, int):
             keys.append((self.by_task, (project, issue)))
-        counts = (_count(usage.get("input")), _count(usage.get("output")), _count(usage.get("cacheRead")),
-                  _count(usage.get("cacheWrite")))
+        counts = (
+            _count(usage.get("input")),
+            _count(usage.get("output")),
+            _count(usage.get("cacheRead")),
+            _count(usage.get("cacheWrite")),
+        )
         cost = usage.get("cost")
         price = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
         self.total.add(counts, price)

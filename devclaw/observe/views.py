@@ -48,13 +48,17 @@ def project_view(obs: Observatory, group_id: str, project: Project, now: float) 
         "groupId": group_id,
         "name": project.name,
         "provider": project.tracker.provider,
-        "workers": [_worker(obs, group_id, row.role, row.slot, row.worker, snapshot, now) for row in worker_rows(project)],
+        "workers": [
+            _worker(obs, group_id, row.role, row.slot, row.worker, snapshot, now) for row in worker_rows(project)
+        ],
         "queues": _queues(obs, group_id, snapshot, now),
         "health": _health(obs.history.last_health, group_id, now),
     }
 
 
-def _worker(obs: Observatory, group_id: str, role: str, slot: int, worker: Any, snapshot: QueueSnapshot, now: float) -> dict[str, Any]:
+def _worker(
+    obs: Observatory, group_id: str, role: str, slot: int, worker: Any, snapshot: QueueSnapshot, now: float
+) -> dict[str, Any]:
     issue_id = _number(worker.issue_id) if worker.active else None
     item = snapshot.find(issue_id) if issue_id is not None else None
     known = obs.history.issues.get((group_id, issue_id)) if issue_id is not None else None
