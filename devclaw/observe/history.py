@@ -1,0 +1,278 @@
+"""What the audit log says, digested one record at a time: issue timelines, daily analytics, token usage,
+triage reasons, the last health check and a window of recent events.
+
+``History.add`` is called once per record, as the feed reads it; every query reads these digests and
+never the log. Token usage is read from ``task_complete`` records that carry
+``usage: {input, output, cacheRead, cacheWrite, cost}`` and ``model``; records without it count for
+nothing here.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from sys import intern
+from typing import Any
+
+from devclaw.workflow import Label
+
+#: How each workflow label reads as a stage of an issue's life.
+STAGE_NAMES: dict[str, str] = {
+    Label.PLANNING.value: "planning",
+    Label.TO_DO.value: "queued",
+    Label.DOING.value: "in dev",
+    Label.TO_TEST.value: "waiting for QA",
+    Label.TESTING.value: "in QA",
+    Label.TO_IMPROVE.value: "back for fixes",
+    Label.REFINING.value: "waiting for a person",
+}
+EVENT_WINDOW = 10_000
+#: The records that move an issue (the others, such as a refused call's ``error``, do not).
+ISSUE_EVENTS = frozenset({"task_pickup", "task_complete", "issue_label"})
+
+
+def parse_ts(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class Transition:
+    at: float
+    source: str
+    target: str
+    role: str  # "" for a person's move
+    event: str
+
+
+@dataclass(slots=True)
+class Stage:
+    label: str
+    name: str
+    start: float
+    end: float | None  # None: the issue is still there
+
+    def seconds(self, now: float) -> float:
+        return (self.end if self.end is not None else now) - self.start
+
+
+@dataclass(slots=True)
+class IssueHistory:
+    group_id: str
+    project: str
+    issue: int
+    title: str = ""
+    transitions: list[Transition] = field(default_factory=list)
+    first_pickup: float | None = None
+    done_at: float | None = None
+    qa_fails: int = 0
+    last_feedback: str | None = None
+    braked: bool = False
+
+    @property
+    def roles(self) -> set[str]:
+        return {t.role for t in self.transitions if t.role}
+
+    @property
+    def cycle_seconds(self) -> float | None:
+        if self.first_pickup is None or self.done_at is None:
+            return None
+        return self.done_at - self.first_pickup
+
+    def stages(self) -> list[Stage]:
+        """Each stretch the issue sat on one label, between two moves (the last one still open)."""
+        stages = []
+        for current, following in zip(self.transitions, [*self.transitions[1:], None], strict=True):
+            if current.target not in STAGE_NAMES:
+                continue  # Done: the end, not a stage
+            end = following.at if following is not None else None
+            stages.append(Stage(current.target, STAGE_NAMES[current.target], current.at, end))
+        return stages
+
+
+@dataclass(slots=True)
+class DayStats:
+    done: int = 0
+    qa_pass: int = 0
+    qa_fail: int = 0
+    qa_refine: int = 0
+    loop_brakes: int = 0
+    cycle_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def qa_fail_rate(self) -> float | None:
+        judged = self.qa_pass + self.qa_fail + self.qa_refine
+        return self.qa_fail / judged if judged else None
+
+    @property
+    def median_cycle_seconds(self) -> float | None:
+        return statistics.median(self.cycle_seconds) if self.cycle_seconds else None
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    tasks: int = 0
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost: float = 0.0
+    cost_missing: int = 0  # tasks whose usage had no cost
+
+    def add(self, counts: tuple[int, int, int, int], cost: float | None) -> None:
+        self.tasks += 1
+        self.input += counts[0]
+        self.output += counts[1]
+        self.cache_read += counts[2]
+        self.cache_write += counts[3]
+        if cost is None:
+            self.cost_missing += 1
+        else:
+            self.cost += cost
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tasks": self.tasks,
+            "input": self.input,
+            "output": self.output,
+            "cacheRead": self.cache_read,
+            "cacheWrite": self.cache_write,
+            "cost": round(self.cost, 6),
+            "tasksWithoutCost": self.cost_missing,
+        }
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass
+class Usage:
+    total: UsageTotals = field(default_factory=UsageTotals)
+    by_task: dict[tuple[str, int], UsageTotals] = field(default_factory=dict)
+    by_role: dict[str, UsageTotals] = field(default_factory=dict)
+    by_model: dict[str, UsageTotals] = field(default_factory=dict)
+    by_project: dict[str, UsageTotals] = field(default_factory=dict)
+    by_day: dict[str, UsageTotals] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> None:
+        project = str(record.get("project") or record.get("groupId") or "?")
+        issue = record.get("issue")
+        keys: list[tuple[dict[Any, UsageTotals], Any]] = [
+            (self.by_role, str(record.get("role") or "?")),
+            (self.by_model, str(record.get("model") or "unknown model")),
+            (self.by_project, project),
+            (self.by_day, day),
+        ]
+        if isinstance(issue, int):
+            keys.append((self.by_task, (project, issue)))
+        counts = (
+            _count(usage.get("input")),
+            _count(usage.get("output")),
+            _count(usage.get("cacheRead")),
+            _count(usage.get("cacheWrite")),
+        )
+        cost = usage.get("cost")
+        price = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
+        self.total.add(counts, price)
+        for table, key in keys:
+            totals = table.get(key)
+            if totals is None:
+                totals = table[key] = UsageTotals()
+            totals.add(counts, price)
+
+
+class History:
+    def __init__(self, *, window: int = EVENT_WINDOW) -> None:
+        self.issues: dict[tuple[str, int], IssueHistory] = {}
+        self.days: dict[tuple[str, str], DayStats] = {}  # (day, project name)
+        self.usage = Usage()
+        self.last_health: dict[str, Any] | None = None
+        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=window)
+        self.seq = 0
+        self.project_names: dict[str, str] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, record))
+        event = record.get("event")
+        group_id = record.get("groupId")
+        if isinstance(group_id, str) and isinstance(record.get("project"), str):
+            self.project_names[group_id] = record["project"]
+        if event == "health_check":
+            self.last_health = record
+            return
+        at = parse_ts(record.get("ts"))
+        issue_id = record.get("issue")
+        if event not in ISSUE_EVENTS or at is None or not isinstance(group_id, str) or not isinstance(issue_id, int):
+            return
+        issue = self._issue(group_id, issue_id, record)
+        if event == "task_pickup":
+            self._pickup(issue, record, at)
+        elif event == "task_complete":
+            self._complete(issue, record, at)
+        elif event == "issue_label":
+            self._move(issue, record, at, role="")
+
+    def _issue(self, group_id: str, issue_id: int, record: dict[str, Any]) -> IssueHistory:
+        key = (group_id, issue_id)
+        issue = self.issues.get(key)
+        if issue is None:
+            issue = self.issues[key] = IssueHistory(group_id, group_id, issue_id)
+        if isinstance(record.get("project"), str):
+            issue.project = record["project"]  # the name as of the latest record: a project can be renamed
+        return issue
+
+    def _pickup(self, issue: IssueHistory, record: dict[str, Any], at: float) -> None:
+        if isinstance(record.get("issueTitle"), str):
+            issue.title = record["issueTitle"]
+        if record.get("role") == "dev" and issue.first_pickup is None:
+            issue.first_pickup = at
+        self._move(issue, record, at, role=str(record.get("role") or ""))
+
+    def _complete(self, issue: IssueHistory, record: dict[str, Any], at: float) -> None:
+        self._move(issue, record, at, role=str(record.get("role") or ""))
+        day = str(record.get("ts"))[:10]  # the UTC date: every ts devclaw writes is UTC
+        stats = self.days.setdefault((day, issue.project), DayStats())
+        result = record.get("result")
+        if isinstance(record.get("usage"), dict):
+            self.usage.add(record, record["usage"], day)
+        if record.get("role") != "qa":
+            return
+        summary = record.get("summary")
+        if result == "pass":
+            stats.qa_pass += 1
+            stats.done += 1
+            issue.done_at = at
+            if issue.cycle_seconds is not None:
+                stats.cycle_seconds.append(issue.cycle_seconds)
+        elif result in ("fail", "refine"):
+            stats.qa_fail += result == "fail"
+            stats.qa_refine += result == "refine"
+            issue.qa_fails += result == "fail"
+            issue.last_feedback = summary if isinstance(summary, str) else issue.last_feedback
+            issue.braked = record.get("loopBrake") is True
+            stats.loop_brakes += issue.braked
+
+    def _move(self, issue: IssueHistory, record: dict[str, Any], at: float, *, role: str) -> None:
+        move = record.get("labelTransition")
+        if not isinstance(move, str) or " → " not in move:
+            return
+        source, target = move.split(" → ", 1)
+        # A million lines hold a handful of distinct labels, roles and events: keep one copy of each.
+        issue.transitions.append(
+            Transition(at, intern(source), intern(target), intern(role), intern(str(record.get("event"))))
+        )
+
+    def events_after(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        if not self.events or after >= self.seq:
+            return []
+        first = self.events[0][0]
+        start = max(0, after + 1 - first)
+        return [self.events[i] for i in range(start, min(len(self.events), start + limit))]

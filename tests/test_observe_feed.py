@@ -1,0 +1,217 @@
+"""The incremental audit reader and the digests built from it, on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devclaw.audit import AuditLog
+from devclaw.observe.board import IssueItem, QueueSnapshot, worker_rows
+from devclaw.observe.feed import AuditFeed
+from devclaw.observe.history import History
+from devclaw.state import Project, Worker
+
+GROUP = "-100"
+
+
+def _line(n: int, **fields: Any) -> bytes:
+    return (json.dumps({"ts": "2026-11-20T10:00:00.000Z", "event": "queue_status", "n": n, **fields}) + "\n").encode()
+
+
+def _ns(records: list[dict[str, Any]]) -> list[int]:
+    return [record["n"] for record in records]
+
+
+def test_each_poll_reads_only_what_was_appended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_bytes(_line(1) + _line(2))
+    feed = AuditFeed(AuditLog(path))
+    assert _ns(feed.poll()) == [1, 2]
+    assert feed.poll() == [] and not feed.changed()
+    with path.open("ab") as handle:
+        handle.write(_line(3))
+    assert feed.changed()
+    assert _ns(feed.poll()) == [3]
+    assert feed.bytes_read == path.stat().st_size  # no byte was read twice
+
+
+def test_a_torn_last_line_waits_until_it_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    whole = _line(2)
+    path.write_bytes(_line(1) + whole[:10])
+    feed = AuditFeed(AuditLog(path))
+    assert _ns(feed.poll()) == [1]
+    assert feed.poll() == []
+    with path.open("ab") as handle:
+        handle.write(whole[10:])
+    assert _ns(feed.poll()) == [2]
+
+
+def test_rotation_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_bytes(_line(1))
+    feed = AuditFeed(AuditLog(path))
+    assert _ns(feed.poll()) == [1]
+    path.replace(tmp_path / "audit.log.1")  # the rotation
+    with (tmp_path / "audit.log.1").open("ab") as late:  # a writer that opened the file just before it
+        late.write(_line(2))
+    path.write_bytes(_line(3))
+    assert _ns(feed.poll()) == [2, 3]
+    assert feed.poll() == []
+    total = sum(p.stat().st_size for p in (path, tmp_path / "audit.log.1"))
+    assert feed.bytes_read == total
+
+
+def test_follows_the_real_appender_through_many_rotations(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", max_bytes=400)
+    feed = AuditFeed(AuditLog(tmp_path / "audit.log"))
+    seen: list[int] = []
+    for n in range(60):
+        log.append("queue_status", n=n)
+        if n % 7 == 0:
+            seen += _ns(feed.poll())
+    seen += _ns(feed.poll())
+    assert len(log.files()) > 3
+    assert seen == list(range(60))
+
+
+def test_lines_that_are_not_records_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"not json\n[1, 2]\n" + _line(1))
+    assert _ns(AuditFeed(AuditLog(path)).poll()) == [1]
+
+
+def _record(ts: str, event: str, issue: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "ts": f"2026-11-20T{ts}.000Z",
+        "event": event,
+        "project": "webapp",
+        "groupId": GROUP,
+        "issue": issue,
+        **fields,
+    }
+
+
+def _lifecycle(history: History) -> None:
+    steps = [
+        ("09:00:00", "issue_label", {"labelTransition": "Planning → To Do"}),
+        ("10:00:00", "task_pickup", {"role": "dev", "issueTitle": "Login", "labelTransition": "To Do → Doing"}),
+        ("10:30:00", "task_complete", {"role": "dev", "result": "done", "labelTransition": "Doing → To Test"}),
+        ("10:40:00", "task_pickup", {"role": "qa", "labelTransition": "To Test → Testing"}),
+        (
+            "10:50:00",
+            "task_complete",
+            {"role": "qa", "result": "fail", "summary": "broken", "labelTransition": "Testing → To Improve"},
+        ),
+        ("11:00:00", "task_pickup", {"role": "dev", "labelTransition": "To Improve → Doing"}),
+        ("11:20:00", "task_complete", {"role": "dev", "result": "done", "labelTransition": "Doing → To Test"}),
+        ("11:25:00", "task_pickup", {"role": "qa", "labelTransition": "To Test → Testing"}),
+        ("12:00:00", "task_complete", {"role": "qa", "result": "pass", "labelTransition": "Testing → Done"}),
+    ]
+    for ts, event, fields in steps:
+        history.add(_record(ts, event, 1, **fields))
+
+
+def test_an_issues_stages_and_cycle_time() -> None:
+    history = History()
+    _lifecycle(history)
+    issue = history.issues[(GROUP, 1)]
+    assert issue.title == "Login" and issue.roles == {"dev", "qa"} and issue.qa_fails == 1
+    assert [(s.name, s.seconds(0)) for s in issue.stages()] == [
+        ("queued", 3600),
+        ("in dev", 1800),
+        ("waiting for QA", 600),
+        ("in QA", 600),
+        ("back for fixes", 600),
+        ("in dev", 1200),
+        ("waiting for QA", 300),
+        ("in QA", 2100),
+    ]
+    assert issue.cycle_seconds == 2 * 3600  # first dev pickup 10:00 to the QA pass at 12:00
+    day = history.days[("2026-11-20", "webapp")]
+    assert (day.done, day.qa_fail, day.qa_pass, day.loop_brakes) == (1, 1, 1, 0)
+    assert day.qa_fail_rate == 0.5 and day.median_cycle_seconds == 7200
+
+
+def test_a_loop_brake_is_counted_and_explained() -> None:
+    history = History()
+    history.add(
+        _record(
+            "10:00:00",
+            "task_complete",
+            4,
+            role="qa",
+            result="fail",
+            summary="still broken",
+            labelTransition="Testing → Refining",
+            loopBrake=True,
+        )
+    )
+    issue = history.issues[(GROUP, 4)]
+    assert issue.braked and issue.last_feedback == "still broken"
+    assert history.days[("2026-11-20", "webapp")].loop_brakes == 1
+    assert issue.stages()[-1].name == "waiting for a person" and issue.stages()[-1].end is None
+
+
+def test_usage_is_summed_by_task_role_model_project_and_day() -> None:
+    history = History()
+    _lifecycle(history)
+    assert history.usage.total.tasks == 0  # no usage recorded: nothing summed
+    for role, model, cost in (("dev", "m/opus", 0.5), ("dev", "m/opus", 0.25), ("qa", "m/grok", None)):
+        history.add(
+            _record(
+                "13:00:00",
+                "task_complete",
+                2,
+                role=role,
+                result="done",
+                model=model,
+                usage={"input": 10, "output": 5, "cacheRead": 2, "cacheWrite": 1, "cost": cost},
+            )
+        )
+    usage = history.usage
+    assert usage.total.as_json() == {
+        "tasks": 3,
+        "input": 30,
+        "output": 15,
+        "cacheRead": 6,
+        "cacheWrite": 3,
+        "cost": 0.75,
+        "tasksWithoutCost": 1,
+    }
+    assert usage.by_model["m/opus"].cost == 0.75 and usage.by_role["qa"].tasks == 1
+    assert usage.by_task[("webapp", 2)].tasks == 3 and usage.by_day["2026-11-20"].tasks == 3
+
+
+def test_events_after_is_a_bounded_window() -> None:
+    history = History(window=5)
+    for n in range(12):
+        history.add({"ts": "2026-11-20T10:00:00Z", "event": "queue_status", "n": n})
+    assert [seq for seq, _ in history.events_after(0, 100)] == [8, 9, 10, 11, 12]
+    assert [seq for seq, _ in history.events_after(10, 100)] == [11, 12]
+    assert history.events_after(12, 100) == []
+
+
+def test_worker_rows_give_each_role_its_slot() -> None:
+    project = Project(name="webapp", dev=Worker(active=True, issue_id="3"), qa=Worker())
+    rows = worker_rows(project)
+    assert [(row.role, row.slot, row.worker.issue_id) for row in rows] == [("dev", 0, "3"), ("qa", 0, None)]
+
+
+@pytest.mark.parametrize(
+    ("target", "lists"),
+    [
+        ("Doing", {"To Do": [], "Doing": [7]}),
+        ("Done", {"To Do": [], "Doing": []}),
+    ],
+)
+def test_a_move_from_the_log_is_applied_to_the_last_read(target: str, lists: dict[str, list[int]]) -> None:
+    item = IssueItem(7, "Seven", "http://t/7", "")
+    snapshot = QueueSnapshot(issues={"To Do": [item], "Doing": []}, fetched_at=0.0)
+    assert snapshot.move(7, target)
+    assert snapshot.issues is not None
+    assert {label: [i.id for i in items] for label, items in snapshot.issues.items()} == lists
+    assert not snapshot.move(99, "Doing")  # an issue the last read did not list: nothing to move
