@@ -62,11 +62,11 @@ def build(root: Path, lines: int) -> Workspace:
         worker = Worker(
             active=active,
             session_id=f"agent:devclaw:subagent:{n}-dev",
-            issue_id="1" if active else None,
+            issue_id=1 if active else None,
             start_time=start.isoformat().replace("+00:00", "Z"),
             model="sonnet",
         )
-        state.projects[group] = Project(name=f"project-{n:03d}", dev=worker)
+        state.projects[group] = Project(name=f"project-{n:03d}", workers={"dev": [worker]})
         tracker = LocalTracker(ws.memory / "tracker.sqlite3", f"project-{n:03d}")
         for label in (Label.DOING, Label.TO_DO, Label.TO_TEST, Label.REFINING, Label.TO_IMPROVE):
             tracker.create_issue(f"Issue on {label}", "", (label.value,))

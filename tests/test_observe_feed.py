@@ -196,9 +196,14 @@ def test_events_after_is_a_bounded_window() -> None:
 
 
 def test_worker_rows_give_each_role_its_slot() -> None:
-    project = Project(name="webapp", dev=Worker(active=True, issue_id="3"), qa=Worker())
+    workers = {"dev": [Worker(active=True, issue_id=3), Worker(active=True, issue_id=5)], "qa": [Worker()]}
+    project = Project(name="webapp", max_workers={"dev": 2}, workers=workers)
     rows = worker_rows(project)
-    assert [(row.role, row.slot, row.worker.issue_id) for row in rows] == [("dev", 0, "3"), ("qa", 0, None)]
+    assert [(row.role, row.slot, row.worker.issue_id) for row in rows] == [
+        ("dev", 0, 3),
+        ("dev", 1, 5),
+        ("qa", 0, None),
+    ]
 
 
 @pytest.mark.parametrize(

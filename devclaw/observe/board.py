@@ -10,7 +10,7 @@ from devclaw.errors import DevclawError, error_payload
 from devclaw.redact import redact
 from devclaw.state import Project, Worker
 from devclaw.trackers.base import Issue
-from devclaw.workflow import ROLES, Label, Role, current_label
+from devclaw.workflow import Label, Role, current_label
 from devclaw.workspace import Workspace
 
 #: The queues the Live page shows, in this order: the work first, then what waits for a person.
@@ -26,9 +26,8 @@ class WorkerRow:
 
 
 def worker_rows(project: Project) -> list[WorkerRow]:
-    """Every worker slot of ``project``: the one function that reads workers out of projects.json
-    (today one worker per role, slot 0)."""
-    return [WorkerRow(role, 0, project.worker(role)) for role in ROLES]
+    """Every worker slot of ``project``: the one function that reads workers out of projects.json."""
+    return [WorkerRow(role, slot, worker) for role, slot, worker in project.every_worker()]
 
 
 @dataclass(frozen=True)
