@@ -1,7 +1,7 @@
 """memory/audit.log: one JSON object per line, only ever appended to, rotated by renaming.
 
-Each line is written with ONE ``os.write`` on an ``O_APPEND`` descriptor, so lines from concurrent
-processes never interleave (the jsonlines Writer makes two writes per record and does), and a kill
+Each line is written with ONE ``os.write`` on an ``O_APPEND`` descriptor, holding an ``flock`` on it, so
+lines from concurrent processes never interleave (the jsonlines Writer makes two writes per record and does), and a kill
 cannot leave half a line.
 
 Rotation loses nothing: when an append leaves the file over ``DEVCLAW_AUDIT_MAX_BYTES`` (default
@@ -13,6 +13,8 @@ still read. Readers go through ``audit.log.N`` ... ``audit.log.1``, then ``audit
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -25,6 +27,7 @@ import filelock
 
 from devclaw.errors import ConfigError, StateError
 from devclaw.faults import checkpoint
+from devclaw.redact import redact_result
 
 MAX_BYTES_ENV = "DEVCLAW_AUDIT_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -49,6 +52,28 @@ def max_bytes_from_env() -> int:
     return value
 
 
+def _append_whole(fd: int, line: bytes) -> int:
+    """Append ``line`` whole or not at all; returns the file's size after it.
+
+    A file that does not end in a newline (an earlier append was cut short) gets one first, so this line
+    is never glued to a torn one. A short write (the disk filled up, a file size limit) is truncated back
+    to where this line began, when no other process appended after it, and reported.
+    """
+    # Appenders take turns on the file for the check and the write: a size read in the middle of another
+    # process's (large) write would otherwise look like a torn line.
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        line = b"\n" + line
+    written = os.write(fd, line)
+    if written == len(line):
+        return os.fstat(fd).st_size
+    end = os.lseek(fd, 0, os.SEEK_CUR)
+    if os.fstat(fd).st_size == end:
+        os.ftruncate(fd, end - written)
+    raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes; the disk may be full), undone")
+
+
 class AuditLog:
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         self.path = path
@@ -56,24 +81,25 @@ class AuditLog:
         self._rotate_lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=ROTATE_LOCK_TIMEOUT)
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        record = {"ts": utc_now(), "event": event, **fields}
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
+        record: dict[str, Any] = redact_result({"ts": utc_now(), "event": event, **fields})
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 checkpoint("during_audit_append")
-                written = os.write(fd, line)
-                size = os.fstat(fd).st_size
+                size = _append_whole(fd, line)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StateError(f"Cannot append to {self.path}: {exc.strerror or exc}") from exc
-        if written != len(line):
-            raise StateError(f"Short write to {self.path} ({written} of {len(line)} bytes); disk full?")
         if size > self.max_bytes:
             self.rotate()
         return record
+
+    #: Lines the last ``lines()``/``records()`` pass skipped: torn (cut short by a full disk or a kill,
+    #: or glued to one) or not a JSON object.
+    skipped_lines: int = 0
 
     def rotate(self) -> bool:
         """Rename the current file to ``audit.log.1`` (shifting older ones) if it is still over the limit.
@@ -108,6 +134,7 @@ class AuditLog:
         """Each whole record with its line as written, oldest first, across the rotated files."""
         # Lines are written by us in one format, so a byte search skips most lines before parsing.
         needle = json.dumps({"event": event})[1:-1].encode() if event else None
+        self.skipped_lines = 0
         for path in self.files():
             try:
                 handle = path.open("rb")
@@ -120,8 +147,12 @@ class AuditLog:
                     try:
                         record = json.loads(line)
                     except ValueError:
+                        self.skipped_lines += bool(line.strip())
                         continue
-                    if isinstance(record, dict) and (event is None or record.get("event") == event):
+                    if not isinstance(record, dict) or not line.endswith(b"\n"):
+                        self.skipped_lines += 1
+                        continue
+                    if event is None or record.get("event") == event:
                         yield line, record
 
     def count(self, event: str, **fields: Any) -> int:

@@ -8,6 +8,7 @@
      +-- StateError               projects.json could not be locked or written
      +-- TrackerError             the issue tracker failed, refused or could not be reached
           +-- TrackerAuthError    the token was refused (401/403)
+     +-- InternalError            a bug: its traceback and the version are in memory/crash.log
 
 Library errors are converted where the library is called, with the original kept as ``__cause__``.
 ``error_payload`` is the one place an exception becomes the ``{"type", "message"}`` users see.
@@ -15,6 +16,10 @@ Library errors are converted where the library is called, with the original kept
 
 from __future__ import annotations
 
+import importlib.metadata
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -61,6 +66,39 @@ class TrackerAuthError(TrackerError):
 
 
 INTERNAL_EXIT_CODE = 3
+CRASH_LOG = "crash.log"
+
+
+class InternalError(DevclawError):
+    """A bug, with the evidence kept: the message names the file holding the traceback."""
+
+    type = "internal"
+    exit_code = INTERNAL_EXIT_CODE
+
+
+def record_crash(exc: BaseException, memory: Path) -> InternalError:
+    """Append ``exc``'s traceback and devclaw's version to ``memory/crash.log``; the error to show."""
+    from devclaw.redact import redact
+
+    summary = f"internal error ({type(exc).__name__}): {exc}"
+    path = memory / CRASH_LOG
+    text = "".join(traceback.format_exception(exc))
+    entry = f"--- {datetime.now(UTC).isoformat(timespec='seconds')} devclaw {_version()}\n{redact(text)}\n"
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(entry)
+    except OSError:
+        return InternalError(
+            f"{summary}. Please report it with the command you ran (the crash log {path} could not be written)"
+        )
+    return InternalError(f"{summary}. Its traceback and devclaw's version are in {path}: please report it")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("devclaw")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:

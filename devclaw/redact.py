@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from typing import Any
+from urllib.parse import quote
 
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 6
@@ -22,21 +24,75 @@ def _secret_values() -> list[str]:
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+#: A run of a secret this long, from its start, is masked wherever it appears (a server may echo part of it).
+PREFIX = 8
+
+
+def _forms(value: str) -> list[str]:
+    """The ways a secret can appear in text: as it is, URL-encoded, base64 (plain and URL-safe)."""
+    raw = value.encode()
+    forms = {value, quote(value, safe=""), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+    return sorted((form.rstrip("=") for form in forms), key=len, reverse=True)
+
+
 def redact(text: str) -> str:
-    """``text`` with credentials in URLs and the value of every secret-looking env variable masked."""
+    """``text`` with credentials in URLs and every secret-looking env variable's value masked: whole,
+    URL-encoded, base64, or any run of 8 or more of its first characters."""
     for value in _secret_values():
-        text = text.replace(value, MASK)
+        for form in _forms(value):
+            text = _mask_prefixes(text, form)
     return _URL_CREDENTIALS.sub(MASK + "@", text)
 
 
-def sanitize(value: Any) -> Any:
-    """A JSON-able copy of call parameters fit for the audit log: secrets masked, long text cut."""
-    if isinstance(value, dict):
-        return {str(key): MASK if _SECRET_NAME.search(str(key)) else sanitize(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [sanitize(item) for item in value]
+def _mask_prefixes(text: str, secret: str) -> str:
+    if len(secret) < PREFIX:
+        return text.replace(secret, MASK)
+    head, out, start = secret[:PREFIX], [], 0
+    while (found := text.find(head, start)) != -1:
+        end = found + PREFIX
+        while end < len(text) and end - found < len(secret) and text[end] == secret[end - found]:
+            end += 1
+        out += [text[start:found], MASK]
+        start = end
+    return "".join(out) + text[start:] if out else text
+
+
+def redact_result(value: Any) -> Any:
+    """A result (any JSON value) with every string in it passed through ``redact``."""
+    secrets = _secret_values()
+    if not secrets:
+        return value  # the common case: nothing to look for
+    return _redact_all(value)
+
+
+def _redact_all(value: Any) -> Any:
     if isinstance(value, str):
-        value = redact(value)
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_all(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(item) for item in value]
+    return value
+
+
+MAX_ITEMS = 50
+MAX_DEPTH = 8
+
+
+def sanitize(value: Any, depth: int = 0) -> Any:
+    """A JSON-able copy of call parameters fit for the audit log: secrets masked, long text cut, and
+    its size bounded (keys, items, nesting), whatever the caller sent."""
+    if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())[:MAX_ITEMS]
+        return {
+            str(key)[:100]: MASK if _SECRET_NAME.search(str(key)) else sanitize(item, depth + 1) for key, item in items
+        }
+    if isinstance(value, list | tuple):
+        return [sanitize(item, depth + 1) for item in value[:MAX_ITEMS]]
+    if isinstance(value, str):
+        value = redact(value[: MAX_TEXT * 2])
         return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
     if value is None or isinstance(value, bool | int | float):
         return value

@@ -2,7 +2,7 @@
 
 Protocol (UTF-8, one object per line, in both directions):
 
-    request   {"id": 7, "tool": "task_pickup", "params": {...}, "workspace": "/path"}
+    request   {"id": 7, "tool": "task_pickup", "params": {...}, "workspace": "/path", "deadline": 1764650000.5}
     response  {"id": 7, "ok": true, "result": {...}}
               {"id": 7, "ok": false, "error": {"type": "workflow", "message": "..."}}
 
@@ -12,31 +12,37 @@ Protocol (UTF-8, one object per line, in both directions):
    ``$DEVCLAW_WORKSPACE``, then the current directory. Unknown keys (e.g. ``context``) are ignored.
 3. A line that is not a request gets an ``invalid_input`` error, with ``"id": null`` when no id could
    be read. Blank lines are ignored. Any exception becomes an error response, never a traceback.
-4. Read-only tools run concurrently; mutating tools run one at a time per workspace in this process
-   (the projects.json lock still guards against other processes). Stdout carries protocol lines
-   only: the real fd 1 is kept for them and everything else written to it goes to stderr.
-5. End of input: finish the calls in flight, answer them, exit 0.
+4. Every request runs in its own thread, at once: read-only tools never wait for a mutation, and a
+   mutation waits only for the project it changes (the engine's per-project lock, bounded). At most
+   ``MAX_IN_FLIGHT`` calls run at once; past that a request is answered "busy" at once.
+5. ``deadline`` (optional, seconds since the epoch) is when the caller stops waiting: a mutation whose
+   deadline has passed is not started, and no lock is waited for past it.
+6. Stdout carries protocol lines only: the real fd 1 is kept for them and everything else written to
+   it goes to stderr.
+7. End of input: finish the calls in flight, answer them, exit 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from devclaw.errors import DevclawError, InputError, error_payload
+from devclaw.engine import DEADLINE
+from devclaw.errors import DevclawError, InputError, InternalError, error_payload
 from devclaw.tools import TOOLS, call_tool
 from devclaw.workspace import Workspace
 
 log = logging.getLogger("devclaw.serve")
 
-WORKERS = 4
+MAX_IN_FLIGHT = 256
 RequestId = str | int | float | None
 
 
@@ -54,18 +60,6 @@ class ProtocolWriter:
             self._stream.flush()
 
 
-class WorkspaceLocks:
-    """One in-process lock per workspace root, taken by mutating tools only."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def for_root(self, root: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(root, threading.Lock())
-
-
 class RequestError(InputError):
     """A line that is not a valid request; ``request_id`` is what could be read of its id."""
 
@@ -74,47 +68,109 @@ class RequestError(InputError):
         self.request_id = request_id
 
 
-def parse_request(line: bytes) -> tuple[RequestId, str, object, str | None]:
-    """``(id, tool, params, workspace)`` of one line, or ``RequestError``."""
+@dataclass(frozen=True)
+class Request:
+    id: RequestId
+    tool: str
+    params: object
+    workspace: str | None
+    deadline: float | None
+
+
+MAX_LINE = 1 << 20  # a request line over 1 MiB is refused, not parsed
+
+
+def parse_request(line: bytes) -> Request:
+    """The request on one line, or ``RequestError``."""
+    if len(line) > MAX_LINE:
+        raise RequestError(None, f"request is {len(line)} bytes; the limit is {MAX_LINE}")
     try:
         request = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(None, f"request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(None, "request is nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError(None, "request must be a JSON object")
     request_id = request.get("id")
-    if request_id is None or isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
-        raise RequestError(None, "request needs an 'id' (a string or a number)")
+    if not _valid_id(request_id):
+        raise RequestError(None, "request needs an 'id' (a string or a finite number)")
     tool, params, workspace = request.get("tool"), request.get("params", {}), request.get("workspace")
     if not isinstance(tool, str):
         raise RequestError(request_id, "request needs a 'tool' (a string)")
     if workspace is not None and not isinstance(workspace, str):
         raise RequestError(request_id, "'workspace' must be a string path")
-    return request_id, tool, params, workspace
+    deadline = request.get("deadline")
+    if deadline is not None and (
+        isinstance(deadline, bool) or not isinstance(deadline, int | float) or not math.isfinite(deadline)
+    ):
+        raise RequestError(request_id, "'deadline' must be a number of seconds since the epoch")
+    return Request(request_id, tool, params, workspace, None if deadline is None else float(deadline))
+
+
+def _valid_id(value: object) -> bool:
+    # NaN, Infinity and 1e400 parse, but cannot be echoed back as JSON.
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, str):
+        return len(value) <= 200
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 class Server:
     def __init__(self, writer: ProtocolWriter, workspace_option: str | None) -> None:
         self._writer = writer
         self._workspace_option = workspace_option
-        self._locks = WorkspaceLocks()
+        self._workspaces: dict[str, Workspace] = {}
+        self._guard = threading.Lock()
+        self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+        self._threads: set[threading.Thread] = set()
 
     def serve(self, lines: Iterable[bytes]) -> None:
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="devclaw-call") as pool:
-            for line in lines:
-                if line.strip():
-                    pool.submit(self.handle, line)
+        for line in lines:
+            if line.strip():
+                self._start(line)
+        for thread in list(self._threads):
+            thread.join()
+
+    def _start(self, line: bytes) -> None:
+        if not self._in_flight.acquire(blocking=False):
+            self._answer_busy(line)
+            return
+        thread = threading.Thread(target=self._run, args=(line,), name="devclaw-call", daemon=True)
+        with self._guard:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, line: bytes) -> None:
+        try:
+            self.handle(line)
+        finally:
+            self._in_flight.release()
+            with self._guard:
+                self._threads.discard(threading.current_thread())
+
+    def _answer_busy(self, line: bytes) -> None:
+        try:
+            request_id = parse_request(line).id
+        except RequestError as exc:
+            request_id = exc.request_id
+        error = {"type": "state", "message": f"devclaw serve is running {MAX_IN_FLIGHT} calls already; try again"}
+        self._writer.send({"id": request_id, "ok": False, "error": error})
 
     def handle(self, line: bytes) -> None:
         request_id: RequestId = None
         try:
-            request_id, tool, params, workspace = parse_request(line)
-            result = self._call(tool, params, workspace)
+            request = parse_request(line)
+            request_id = request.id
+            result = self._call(request)
             response: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
         except RequestError as exc:
             response = {"id": exc.request_id, "ok": False, "error": error_payload(exc)}
         except Exception as exc:
-            if not isinstance(exc, DevclawError):
+            if isinstance(exc, InternalError):
+                log.error("call %s: %s", request_id, exc.message)
+            elif not isinstance(exc, DevclawError):
                 log.exception("call %s failed with an internal error", request_id)
             response = {"id": request_id, "ok": False, "error": error_payload(exc)}
         try:
@@ -123,16 +179,23 @@ class Server:
             log.exception("call %s returned a result that is not JSON", request_id)
             self._writer.send({"id": request_id, "ok": False, "error": error_payload(exc)})
 
-    def _call(self, tool: str, params: object, workspace_option: str | None) -> dict[str, Any]:
+    def workspace(self, option: str | None) -> Workspace:
+        """One Workspace per root for the life of the process: its parsed projects.json and its
+        tracker clients (and their connections) are reused from call to call."""
+        fresh = Workspace.resolve(option or self._workspace_option)
+        key = str(fresh.root)
+        with self._guard:
+            return self._workspaces.setdefault(key, fresh)
+
+    def _call(self, request: Request) -> dict[str, Any]:
         started = time.perf_counter()
-        workspace = Workspace.resolve(workspace_option or self._workspace_option)
-        known = TOOLS.get(tool)
-        if known is not None and known.mutating:
-            with self._locks.for_root(str(workspace.root)):
-                result = call_tool(workspace, tool, params)
-        else:
-            result = call_tool(workspace, tool, params)
-        log.debug("%s in %s: %.1f ms", tool, workspace.root, (time.perf_counter() - started) * 1000)
+        workspace = self.workspace(request.workspace)
+        token = DEADLINE.set(request.deadline)
+        try:
+            result = call_tool(workspace, request.tool, request.params)
+        finally:
+            DEADLINE.reset(token)
+        log.debug("%s in %s: %.1f ms", request.tool, workspace.root, (time.perf_counter() - started) * 1000)
         return result
 
 

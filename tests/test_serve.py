@@ -259,9 +259,16 @@ def test_stray_output_goes_to_stderr_and_a_bug_is_an_internal_error(
     serve = start_serve(ws, python_code=MISBEHAVING_TOOLS)
     assert serve.call("noisy")["ok"] is True
     broken = serve.call("broken")
-    assert broken["error"] == {"type": "internal", "message": "internal error (RuntimeError): the bug"}
+    crash_log = ws.memory / "crash.log"
+    assert broken["error"] == {
+        "type": "internal",
+        "message": f"internal error (RuntimeError): the bug. Its traceback and devclaw's version are in {crash_log}: "
+        "please report it",
+    }
     assert serve.close() == 0
     for noise in ("a stray print", "a child writing to fd 1", "a raw write to fd 1"):
         assert noise in serve.stderr
-    assert "Traceback" in serve.stderr and "RuntimeError: the bug" in serve.stderr
+    assert str(crash_log) in serve.stderr  # the log says where the evidence is
+    evidence = crash_log.read_text()
+    assert "Traceback" in evidence and "RuntimeError: the bug" in evidence and "devclaw 0.1.0" in evidence
     # the fixture checks that stdout carried nothing but the two responses

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from devclaw.errors import DevclawError, InputError, error_payload
-from devclaw.redact import sanitize
+from devclaw.errors import DevclawError, InputError, error_payload, record_crash
+from devclaw.redact import redact_result, sanitize
 from devclaw.tools.base import Tool
 from devclaw.tools.complete import COMPLETE
 from devclaw.tools.health import SESSION_HEALTH
@@ -33,10 +33,14 @@ def call_tool(ws: Workspace, name: str, params: object) -> dict[str, Any]:
         tool = _find(name)
         parsed = _parse(tool, params)
         result = tool.run(ws, parsed)
-    except Exception as exc:
+        data: dict[str, Any] = redact_result(result.model_dump(mode="json", by_alias=True))
+    except DevclawError as exc:
         _log_failure(ws, name, params, exc)
         raise
-    data: dict[str, Any] = result.model_dump(mode="json", by_alias=True)
+    except Exception as exc:
+        crash = record_crash(exc, ws.memory) if ws.memory.is_dir() else exc
+        _log_failure(ws, name, params, crash)
+        raise crash from exc
     return data
 
 
@@ -52,16 +56,38 @@ def _parse(tool: Tool[Any, Any], params: object) -> Any:
         params = {}
     if not isinstance(params, dict):
         raise InputError(f"{tool.name}: parameters must be a JSON object, got {type(params).__name__}")
+    _check_values(tool.name, params, "parameters", 0)
     try:
         return tool.input_model.model_validate(params)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'parameters'}: {error['msg']}" for error in exc.errors()
+            f"{'.'.join(str(p)[:80] for p in error['loc']) or 'parameters'}: {error['msg'][:300]}"
+            for error in exc.errors()[:10]
         )
         raise InputError(f"{tool.name}: invalid parameters: {problems}") from None
 
 
-def _log_failure(ws: Workspace, name: str, params: object, exc: Exception) -> None:
+MAX_NESTING = 32
+
+
+def _check_values(tool: str, value: object, where: str, depth: int) -> None:
+    """Refuse what no parameter can hold and what would break later writes: deep nesting, and lone
+    UTF-16 surrogates (they cannot be written as UTF-8 to the tracker or the audit log)."""
+    if depth > MAX_NESTING:
+        raise InputError(f"{tool}: parameters are nested more than {MAX_NESTING} levels deep")
+    if isinstance(value, str):
+        if any("\ud800" <= char <= "\udfff" for char in value):
+            raise InputError(f"{tool}: {where[:80]} contains a lone UTF-16 surrogate, which is not text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(tool, key, "a parameter name", depth + 1)
+            _check_values(tool, item, f"{where}.{key}" if where != "parameters" else str(key), depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_values(tool, item, where, depth + 1)
+
+
+def _log_failure(ws: Workspace, name: str, params: object, exc: BaseException) -> None:
     if not ws.memory.is_dir():
         return  # not a workspace: don't create one just to log that it isn't
     payload = error_payload(exc)
@@ -70,12 +96,22 @@ def _log_failure(ws: Workspace, name: str, params: object, exc: Exception) -> No
     # queries find the failures.
     where = {key: sanitize(named[param]) for key, param in (("groupId", "projectGroupId"), ("issue", "issueId"))
              if param in named}  # fmt: skip
+    if isinstance(where.get("groupId"), str):
+        where = {"project": _project_name(ws, where["groupId"]), **where}
     try:
         ws.audit.append(
             "error", tool=name, **where, type=payload["type"], message=payload["message"], params=sanitize(params)
         )
     except DevclawError as audit_exc:
         print(f"devclaw: could not log the failure: {audit_exc.message}", file=sys.stderr)
+
+
+def _project_name(ws: Workspace, group_id: str) -> str | None:
+    try:
+        project = ws.store.read().projects.get(group_id)
+    except DevclawError:
+        return None
+    return project.name if project else None
 
 
 __all__ = ["TOOLS", "Tool", "call_tool", "tool_specs"]
