@@ -16,6 +16,8 @@ Protocol (UTF-8, one object per line, in both directions):
    (the projects.json lock still guards against other processes). Stdout carries protocol lines
    only: the real fd 1 is kept for them and everything else written to it goes to stderr.
 5. End of input: finish the calls in flight, answer them, exit 0.
+6. Besides the tools, ``tool`` may name a request of the plugin's work loop (``tick``, ``loop_release``;
+   see devclaw/loop.py). They are mutating and are not published to the agent.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from devclaw.errors import DevclawError, InputError, error_payload
+from devclaw.loop import LOOP_REQUESTS, call_loop
 from devclaw.tools import TOOLS, call_tool
 from devclaw.workspace import Workspace
 
@@ -126,6 +129,8 @@ class Server:
     def _call(self, tool: str, params: object, workspace_option: str | None) -> dict[str, Any]:
         started = time.perf_counter()
         workspace = Workspace.resolve(workspace_option or self._workspace_option)
+        if tool in LOOP_REQUESTS:
+            return self._loop_request(workspace, tool, params)
         known = TOOLS.get(tool)
         if known is not None and known.mutating:
             with self._locks.for_root(str(workspace.root)):
@@ -134,6 +139,11 @@ class Server:
             result = call_tool(workspace, tool, params)
         log.debug("%s in %s: %.1f ms", tool, workspace.root, (time.perf_counter() - started) * 1000)
         return result
+
+    def _loop_request(self, workspace: Workspace, name: str, params: object) -> dict[str, Any]:
+        """A work-loop request: mutating, so it takes the workspace's lock like a mutating tool."""
+        with self._locks.for_root(str(workspace.root)):
+            return call_loop(workspace, name, params)
 
 
 def protocol_stdout() -> BinaryIO:

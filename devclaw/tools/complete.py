@@ -18,11 +18,23 @@ from devclaw.workflow import ACTIVE_LABEL, ISSUE_STATE_AFTER, RESULT_EVENT, Even
 from devclaw.workspace import Workspace
 
 
+class RunUsage(ToolInput):
+    """Tokens a worker's run spent (the sum over its assistant messages), as OpenClaw reports them."""
+
+    input: int = Field(default=0, ge=0, description="Input tokens, cached ones excluded.")
+    output: int = Field(default=0, ge=0)
+    cache_read: int = Field(default=0, ge=0)
+    cache_write: int = Field(default=0, ge=0)
+    cost: float | None = Field(default=None, ge=0, description="USD, when the provider prices the model.")
+    model: str | None = Field(default=None, description="The full model id the run used.")
+
+
 class TaskCompleteInput(ToolInput):
     role: RoleParam
     result: Result = Field(description='dev: "done"; qa: "pass", "fail" or "refine".')
     project_group_id: GroupId
     summary: str | None = Field(default=None, description="One line on what was done or what is wrong.")
+    usage: RunUsage | None = Field(default=None, description="Tokens and cost of the worker's run, when known.")
 
 
 class TaskCompleteResult(ToolResult):
@@ -100,8 +112,16 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
         labelTransition=result.label_transition,
         gitPull=result.git_pull,
         loopBrake=result.loop_brake,
+        **_usage_fields(params.usage),
     )
     return result
+
+
+def _usage_fields(usage: RunUsage | None) -> dict[str, object]:
+    if usage is None:
+        return {}
+    counts = usage.model_dump(by_alias=True, exclude={"model"})
+    return {"usage": counts, "model": usage.model} if usage.model else {"usage": counts}
 
 
 def _brake(tracker: Tracker, issue: Issue, params: TaskCompleteInput, result: TaskCompleteResult, fails: int) -> None:
