@@ -304,4 +304,14 @@ def call_loop(ws: Workspace, name: str, params: object) -> dict[str, Any]:
     return data
 
 
-__all__ = ["LOOP_REQUESTS", "ReleaseInput", "Slot", "TickInput", "TickResult", "call_loop", "free_slots", "release", "tick"]
+__all__ = [
+    "LOOP_REQUESTS",
+    "ReleaseInput",
+    "Slot",
+    "TickInput",
+    "TickResult",
+    "call_loop",
+    "free_slots",
+    "release",
+    "tick",
+]

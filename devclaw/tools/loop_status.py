@@ -84,7 +84,9 @@ def read_loop_status(ws: Workspace) -> LoopStatusResult:
     try:
         result = LoopStatusResult.model_validate({"success": True, "running": False, **_known(data)})
     except ValidationError as exc:
-        raise ConfigError(f"{ws.memory / LOOP_FILE} is not a devclaw loop file: {exc.error_count()} problem(s)") from None
+        raise ConfigError(
+            f"{ws.memory / LOOP_FILE} is not a devclaw loop file: {exc.error_count()} problem(s)"
+        ) from None
     result.running = result.enabled and not _stale(result, ws.clock())
     if result.enabled and not result.running:
         result.note = "loop.json has not been updated for several ticks: is the gateway running?"
