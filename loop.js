@@ -307,13 +307,26 @@ export class WorkLoop {
       const began = Date.now();
       const waited = await this.#api.runtime.subagent.waitForRun({ runId, timeoutMs: WAIT_CHUNK_MS }).catch((error) => ({ status: "error", error }));
       if (record.runId !== runId) return; // a follow-up run took over
-      const entry = this.#entry(record.sessionKey);
+      const entry = waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
       if (!entry) return this.#sessionGone(record);
+      if (waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""))) {
+        return this.#release(record, "queue", "the worker run was aborted");
+      }
       if (waited.status === "ok" || waited.status === "error") return this.#ended(record, waited.status);
       // "timeout"/"pending" also answers for a runId from before a restart: ask the session entry instead.
       if (entry.status === "done" || entry.status === "failed") return this.#ended(record, entry.status === "done" ? "ok" : "error");
       if (Date.now() - began < 1000) await sleep(2000);
     }
+  }
+
+  /** A run that ended in error may be a session being deleted: give the entry a moment to go. */
+  async #settledEntry(key) {
+    for (let i = 0; i < 10; i++) {
+      const entry = this.#entry(key);
+      if (!entry || entry.status !== "running") return entry;
+      await sleep(1000);
+    }
+    return this.#entry(key);
   }
 
   #sessionGone(record) {
@@ -351,7 +364,12 @@ export class WorkLoop {
 
   async #send(record, message) {
     record.idempotencyKey = `devclaw:${record.sessionKey}:${record.issueId}:${Date.now()}`;
-    const started = await this.#run({ sessionKey: record.sessionKey, message, deliver: false, idempotencyKey: record.idempotencyKey });
+    let started;
+    try {
+      started = await this.#run({ sessionKey: record.sessionKey, message, deliver: false, idempotencyKey: record.idempotencyKey });
+    } catch (error) {
+      return this.#release(record, "queue", `the follow-up run could not be started: ${error.message}`);
+    }
     record.runId = started.runId;
     this.#save();
     this.#follow(record);

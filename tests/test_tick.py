@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from devclaw.loop import call_loop, free_slots
+from devclaw.state import Project
 from devclaw.tools.pickup import TaskPickupResult
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, OTHER_GROUP, PYTHON, add_local_project, call, local_tracker, snapshot
@@ -110,7 +111,7 @@ def test_dry_run_decides_and_changes_nothing(setup: Setup) -> None:
 
 
 def test_a_tracker_that_cannot_be_read_skips_its_project_only(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    from devclaw.state import Project, TrackerConfig
+    from devclaw.state import TrackerConfig
 
     add_local_project(ws)
     issue = local_tracker(ws).create_issue("Task", "", ("To Do",)).id
@@ -262,3 +263,19 @@ def test_loop_status_and_doctor_read_loop_json(ws: Workspace, tmp_path: Path) ->
     assert "not allowed: workers run on the default model" in report
     (ws.memory / "loop.json").write_text("{not json")
     assert cli(ws, "doctor").returncode == 1
+
+
+@pytest.mark.skipif(
+    "max_workers" not in Project.model_fields,
+    reason="needs N workers per role (projects.json v2 maxWorkers); free_slots switches to it then",
+)
+def test_two_projects_with_two_dev_workers_each_get_four_dev_runs(ws: Workspace) -> None:
+    for group, name in ((GROUP, "webapp"), (OTHER_GROUP, "api")):
+        add_local_project(ws, group, name, max_workers={"dev": 2})
+        for n in range(3):
+            local_tracker(ws, name).create_issue(f"{name} task {n}", "", ("To Do",))
+    result = tick(ws, activeSessions=["agent:main:main"])
+    dev = [(d["groupId"], d["slot"]) for d in result["dispatches"] if d["role"] == "dev"]
+    assert sorted(dev) == sorted([(GROUP, 0), (GROUP, 1), (OTHER_GROUP, 0), (OTHER_GROUP, 1)])
+    again = tick(ws, activeSessions=["agent:main:main"])
+    assert [d for d in again["dispatches"] if d["role"] == "dev"] == []  # the caps hold
