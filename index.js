@@ -5,9 +5,11 @@
 // The tool names, descriptions and JSON Schemas come from openclaw.tools.json, which is exactly what
 // `devclaw tools` prints (regenerate with `devclaw tools > openclaw.tools.json`; a test keeps them equal).
 
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+
+import { WorkLoop, loopConfig } from "./loop.js";
 
 export const TOOLS = JSON.parse(readFileSync(new URL("./openclaw.tools.json", import.meta.url), "utf8"));
 
@@ -15,6 +17,7 @@ const DEFAULT_PYTHON = "python3";
 const DEFAULT_TIMEOUT_SECONDS = 60;
 const LOG_TAIL_LINES = 20; // lines of devclaw's stderr quoted when the process dies
 const STOP_GRACE_MS = 3000;
+const CHECK_TIMEOUT_MS = 30000;
 
 /** A failure reported by devclaw itself; `message` is devclaw's, `type` its kind (e.g. "workflow"). */
 export class DevclawError extends Error {
@@ -36,6 +39,7 @@ export class Bridge {
   #pending = new Map(); // id -> {child, tool, startedAt, resolve, reject, timer}
   #logTail = [];
   #stopping = false;
+  #checked = null; // a promise that devclaw imports under this interpreter; dropped when it failed
 
   constructor({ python = DEFAULT_PYTHON, timeoutMs = DEFAULT_TIMEOUT_SECONDS * 1000, logger = console, env = process.env } = {}) {
     this.#python = python;
@@ -50,8 +54,26 @@ export class Bridge {
   }
 
   /** Run one devclaw tool; resolves to its result object, rejects with a DevclawError or a bridge Error. */
-  call(tool, params, workspace, signal) {
-    if (signal?.aborted) return Promise.reject(new Error(`devclaw ${tool} was aborted`));
+  async call(tool, params, workspace, signal) {
+    if (signal?.aborted) throw new Error(`devclaw ${tool} was aborted`);
+    if (!this.#child) await this.checkPython();
+    return this.#send(tool, params, workspace, signal);
+  }
+
+  /** Resolves when `python -c "import devclaw.cli"` works; otherwise rejects with a DevclawError ("config") saying what to fix. */
+  checkPython() {
+    this.#checked ??= new Promise((resolve, reject) => {
+      execFile(this.#python, ["-c", "import devclaw.cli"], { env: this.#env, timeout: CHECK_TIMEOUT_MS }, (error, _stdout, stderr) => {
+        if (!error) return resolve();
+        const cause = error.code === "ENOENT" ? `could not run ${this.#python}: no such file` : `${this.#python} cannot import devclaw: ${String(stderr).trim().split("\n").pop() || error.message}`;
+        reject(new DevclawError("config", `${cause}. Set plugins.entries.devclaw.config.python to the interpreter devclaw is installed in (for example /path/to/devclaw/.venv/bin/python), then restart the gateway.`));
+      });
+    });
+    this.#checked.catch(() => (this.#checked = null)); // check again next time: the install may be fixed
+    return this.#checked;
+  }
+
+  #send(tool, params, workspace, signal) {
     const child = this.#ensureChild();
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
@@ -166,9 +188,14 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-/** What the agent sees: the result as 2-space JSON text, and the object itself as details. */
+/** What the agent sees: the result as compact JSON text (fewer tokens), and the object itself as details. */
 export function toolResult(result) {
-  return { content: [{ type: "text", text: JSON.stringify(result, null, 2) }], details: result };
+  return { content: [{ type: "text", text: JSON.stringify(result) }], details: result };
+}
+
+/** A setup problem (devclaw cannot run at all) told through the result, so the agent reads devclaw's message. */
+export function setupErrorResult(error) {
+  return toolResult({ success: false, error: { type: error.type, message: error.message } });
 }
 
 /** Config `workspace`, else the agent's workspace, else $DEVCLAW_WORKSPACE. */
@@ -188,6 +215,11 @@ export function createTools(bridge, config) {
     parameters: spec.parameters,
     async execute(_toolCallId, params, signal) {
       const workspace = resolveWorkspace(config, ctx);
+      try {
+        await bridge.checkPython();
+      } catch (error) {
+        return setupErrorResult(error);
+      }
       return toolResult(await bridge.call(spec.name, params, workspace, signal));
     },
   }));
@@ -218,5 +250,34 @@ export default {
     const bridge = sharedBridge({ python, timeoutMs: seconds * 1000, logger: api.logger });
     createTools(bridge, config).forEach((factory, index) => api.registerTool(factory, { name: TOOLS[index].name }));
     api.registerService({ id: "devclaw-bridge", start() {}, stop: () => bridge.stop() });
+    const loop = loopConfig(config);
+    if (loop.enabled && (api.registrationMode ?? "full") === "full") registerLoop(api, bridge, config, loop);
   },
 };
+
+// One loop per workspace per process, whatever number of times the host loads this module.
+const loops = (globalThis[Symbol.for("devclaw.loops")] ??= new Map());
+
+function registerLoop(api, bridge, config, loop) {
+  api.registerService({
+    id: "devclaw-loop",
+    start(ctx) {
+      // Never block start(): the gateway awaits it during startup. Nothing here may throw out.
+      try {
+        const workspace = resolveWorkspace(config, ctx);
+        if (loops.has(workspace)) return;
+        const worker = new WorkLoop({ api, bridge, config: loop, workspace, logger: api.logger });
+        loops.set(workspace, worker);
+        worker.start();
+      } catch (error) {
+        api.logger?.warn?.(`devclaw: the work loop did not start: ${error.message}`);
+      }
+    },
+    stop() {
+      for (const [workspace, worker] of loops) {
+        worker.stop();
+        loops.delete(workspace);
+      }
+    },
+  });
+}

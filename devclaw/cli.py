@@ -50,13 +50,13 @@ def print_json(data: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from devclaw.commands import audit, board, call, demo, doctor, issue, observe, project, serve, state_cmd
+    from devclaw.commands import audit, board, call, cost, demo, doctor, issue, observe, project, serve, state_cmd, tick
 
     parser = argparse.ArgumentParser(prog="devclaw", description="Deterministic dev -> QA pipeline tools.")
     parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: $DEVCLAW_WORKSPACE or .)")
     parser.set_defaults(command=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (call, project, issue, board, audit, demo, serve, doctor, state_cmd, observe):
+    for module in (call, project, issue, board, audit, demo, serve, doctor, state_cmd, tick, cost, observe):
         module.register(sub)
     return parser
 

@@ -94,8 +94,10 @@ class Plan(Generic[R]):
     records: list[Record] = field(default_factory=list)
     #: DEV done: the checkout to ``git pull --ff-only`` before the commit.
     pull_repo: str | None = None
-    #: A comment to add to the moved issue after the commit (the loop brake's explanation).
+    #: A comment to add to the moved issue after the commit (the loop brake's explanation), and the
+    #: result field that says whether it was added.
     comment: str | None = None
+    comment_field: str = "loopBrakeComment"
     #: ``project add``/``edit``: the project's new entry; ``remove``: the entry goes.
     project: Project | None = None
     remove_project: bool = False
@@ -223,7 +225,7 @@ def apply(ws: Workspace, plan: Plan[R]) -> Applied[R]:
     _commit(ws, plan, intent)
     checkpoint("after_state_commit")
     if plan.comment is not None and plan.move is not None:
-        applied.outcome["loopBrakeComment"] = _comment(ws, plan)
+        applied.outcome[plan.comment_field] = _comment(ws, plan)
     audit_error = _append_records(ws, plan.group_id, plan.records, applied.outcome)
     if applied.outcome:
         applied.result = applied.result.model_copy(update=_result_fields(applied.result, applied.outcome))

@@ -20,6 +20,8 @@ Protocol (UTF-8, one object per line, in both directions):
 6. Stdout carries protocol lines only: the real fd 1 is kept for them and everything else written to
    it goes to stderr.
 7. End of input: finish the calls in flight, answer them, exit 0.
+8. Besides the tools, ``tool`` may name a request of the plugin's work loop (``tick``, ``loop_release``;
+   see devclaw/loop.py). They are not published to the agent.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, BinaryIO
 
 from devclaw.engine import DEADLINE
 from devclaw.errors import DevclawError, InputError, InternalError, error_payload
+from devclaw.loop import LOOP_REQUESTS, call_loop
 from devclaw.tools import TOOLS, call_tool
 from devclaw.workspace import Workspace
 
@@ -192,7 +195,10 @@ class Server:
         workspace = self.workspace(request.workspace)
         token = DEADLINE.set(request.deadline)
         try:
-            result = call_tool(workspace, request.tool, request.params)
+            if request.tool in LOOP_REQUESTS:
+                result = call_loop(workspace, request.tool, request.params)
+            else:
+                result = call_tool(workspace, request.tool, request.params)
         finally:
             DEADLINE.reset(token)
         log.debug("%s in %s: %.1f ms", request.tool, workspace.root, (time.perf_counter() - started) * 1000)

@@ -77,6 +77,8 @@ class TokenUsage(CamelModel):
     cache_read: int = Field(default=0, ge=0)
     cache_write: int = Field(default=0, ge=0)
     cost: float | None = Field(default=None, ge=0)
+    #: The full model id the run used, when the gateway said.
+    model: str | None = None
 
 
 class Completion(CamelModel):

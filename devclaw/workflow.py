@@ -43,6 +43,7 @@ class Event(StrEnum):
     REVERT = "revert"  # health: the worker is gone, put the work back in its queue
     REVERT_FIX = "revert_fix"  # health: as REVERT, for dev work that already failed QA once
     HUMAN = "human"  # a person approves a planned or refined issue
+    STUCK = "stuck"  # the work loop: a worker ended without a verdict twice; a person decides
 
 
 #: A role's name ("dev", "qa"): a key of ``ROLES``. Tool inputs check it against the table.
@@ -70,6 +71,7 @@ TRANSITIONS: dict[Label, dict[Event, Label]] = {
         Event.DEV_DONE: Label.TO_TEST,
         Event.REVERT: Label.TO_DO,
         Event.REVERT_FIX: Label.TO_IMPROVE,
+        Event.STUCK: Label.REFINING,
     },
     Label.TO_TEST: {Event.QA_PICKUP: Label.TESTING},
     Label.TESTING: {
@@ -77,6 +79,7 @@ TRANSITIONS: dict[Label, dict[Event, Label]] = {
         Event.QA_FAIL: Label.TO_IMPROVE,
         Event.QA_REFINE: Label.REFINING,
         Event.REVERT: Label.TO_TEST,
+        Event.STUCK: Label.REFINING,
     },
     Label.REFINING: {Event.HUMAN: Label.TO_DO},
     Label.DONE: {},

@@ -115,7 +115,7 @@ def test_corrupt_state_file_is_reported_not_overwritten(root: Path) -> None:
 def test_tools_prints_every_schema(root: Path) -> None:
     tools = ok(devclaw(None, "tools"))
     assert [t["name"] for t in tools] == ["task_pickup", "task_pickup_confirm", "task_complete", "queue_status",
-                                          "session_health"]  # fmt: skip
+                                          "session_health", "loop_status"]  # fmt: skip
     assert all(t["parameters"]["type"] == "object" for t in tools)
 
 

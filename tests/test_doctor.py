@@ -46,7 +46,8 @@ def test_warnings_do_not_fail(ws: Workspace, capsys: pytest.CaptureFixture[str])
     code, data = findings(ws, capsys)
     assert code == 0 and data["ok"] is True
     assert [(f["check"], f["status"]) for f in data["findings"]] == [
-        ("projects.json", "ok"), ("audit log", "ok"), ("tracker", "ok"), ("labels", "ok"), ("repo", "warning"),
+        ("projects.json", "ok"), ("audit log", "ok"), ("work loop", "ok"), ("tracker", "ok"), ("labels", "ok"),
+        ("repo", "warning"),
     ]  # fmt: skip
 
 

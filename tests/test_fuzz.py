@@ -17,6 +17,7 @@ from devclaw.errors import DevclawError, error_payload
 from devclaw.tools import TOOLS, call_tool
 from devclaw.tools.complete import TaskCompleteResult
 from devclaw.tools.health import SessionHealthResult
+from devclaw.tools.loop_status import LoopStatusResult
 from devclaw.tools.pickup import TaskPickupConfirmResult, TaskPickupResult
 from devclaw.tools.queue import QueueStatusResult
 from devclaw.workflow import Label
@@ -29,6 +30,7 @@ RESULTS: dict[str, type[Any]] = {
     "task_complete": TaskCompleteResult,
     "queue_status": QueueStatusResult,
     "session_health": SessionHealthResult,
+    "loop_status": LoopStatusResult,
 }
 
 # Values an agent might send, sensible and not: the right words, near misses, wrong types, extremes.

@@ -75,7 +75,7 @@ def test_the_manifest_declares_every_tool_in_both_profiles() -> None:
     assert MANIFEST["contracts"]["tools"] == names
     assert MANIFEST["toolMetadata"] == {name: {"profiles": ["coding", "messaging"]} for name in names}
     assert MANIFEST["activation"] == {"onStartup": True}
-    assert set(MANIFEST["configSchema"]["properties"]) == {"python", "workspace", "callTimeoutSeconds"}
+    assert set(MANIFEST["configSchema"]["properties"]) == {"python", "workspace", "callTimeoutSeconds", "loop"}
 
 
 def test_the_package_is_plain_esm_without_dependencies() -> None:
@@ -111,7 +111,8 @@ def test_index_js_tools_run_devclaw_in_the_agent_workspace(ws: Workspace, projec
 
     queue = outcome[0]["ok"]
     assert queue["details"]["projects"][0]["queue"]["toDo"] == [{"id": 1, "title": "Add login page"}]
-    assert queue["content"] == [{"type": "text", "text": json.dumps(queue["details"], indent=2, ensure_ascii=False)}]
+    compact = json.dumps(queue["details"], ensure_ascii=False, separators=(",", ":"))
+    assert queue["content"] == [{"type": "text", "text": compact}]
     assert outcome[1]["error"]["name"] == "DevclawError" and outcome[1]["error"]["type"] == "workflow"
     errors = [r["message"] for r in ws.audit.records() if r["event"] == "error"]
     assert errors[:1] == [outcome[1]["error"]["message"]]
@@ -124,13 +125,31 @@ def test_the_config_workspace_wins_over_the_agent_workspace(ws: Workspace, proje
     assert [p["groupId"] for p in outcome[0]["ok"]["details"]["projects"]] == [GROUP]
 
 
-@pytest.mark.parametrize(
-    ("config", "message"),
-    [
-        ({"python": "/nonexistent/python"}, "could not run /nonexistent/python -m devclaw.cli serve"),
-        ({"python": sys.executable, "callTimeoutSeconds": 0.001}, "did not answer within 0.001 s"),
-    ],
-)
-def test_index_js_reports_a_python_it_cannot_use(ws: Workspace, config: dict[str, Any], message: str) -> None:
+def test_index_js_reports_a_call_timeout(ws: Workspace) -> None:
+    config = {"python": sys.executable, "callTimeoutSeconds": 0.001}
     outcome = node_host([["queue_status", {}]], config, {"workspaceDir": str(ws.root)})["outcomes"]
-    assert message in outcome[0]["error"]["message"]
+    assert "did not answer within 0.001 s" in outcome[0]["error"]["message"]
+
+
+def bare_python(folder: Path) -> str:
+    """An interpreter that cannot import devclaw: the system Python, isolated (-I: no cwd, no site dirs)."""
+    script = folder / "bare-python"
+    script.write_text(f'#!/bin/sh\nexec {sys.base_prefix}/bin/python3 -I "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("python", "message"),
+    [("/nonexistent/python", "could not run /nonexistent/python: no such file"), ("bare", "cannot import devclaw")],
+)
+def test_a_python_without_devclaw_is_explained_in_the_tool_result(
+    ws: Workspace, tmp_path: Path, python: str, message: str
+) -> None:
+    # The agent reads devclaw's own message (what to set) instead of the host's "tool execution failed".
+    python = bare_python(tmp_path) if python == "bare" else python
+    outcome = node_host([["queue_status", {}]], {"python": python}, {"workspaceDir": str(ws.root)})["outcomes"]
+    details = outcome[0]["ok"]["details"]
+    assert details["success"] is False and details["error"]["type"] == "config"
+    assert message in details["error"]["message"]
+    assert "plugins.entries.devclaw.config.python" in details["error"]["message"]

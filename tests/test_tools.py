@@ -343,7 +343,7 @@ def test_error_event_masks_secrets(ws: Workspace, project: Project, monkeypatch:
 def test_tool_specs_come_from_the_input_models() -> None:
     specs = {spec["name"]: spec for spec in tool_specs()}
     assert list(specs) == list(TOOLS) == [
-        "task_pickup", "task_pickup_confirm", "task_complete", "queue_status", "session_health"
+        "task_pickup", "task_pickup_confirm", "task_complete", "queue_status", "session_health", "loop_status"
     ]  # fmt: skip
     pickup_schema = specs["task_pickup"]["parameters"]
     assert pickup_schema["required"] == ["issueId", "role", "projectGroupId"]

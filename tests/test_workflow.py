@@ -33,6 +33,8 @@ EXPECTED_MOVES = {
     (Label.TESTING, Event.QA_FAIL): Label.TO_IMPROVE,
     (Label.TESTING, Event.QA_REFINE): Label.REFINING,
     (Label.TESTING, Event.REVERT): Label.TO_TEST,
+    (Label.DOING, Event.STUCK): Label.REFINING,
+    (Label.TESTING, Event.STUCK): Label.REFINING,
     (Label.REFINING, Event.HUMAN): Label.TO_DO,
 }
 

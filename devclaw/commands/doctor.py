@@ -54,7 +54,7 @@ def run_doctor(ws: Workspace, args: argparse.Namespace) -> int:
 
 def diagnose(ws: Workspace) -> tuple[list[Finding], dict[str, str]]:
     """Every finding, and the project names by group id (for the report)."""
-    findings = [_audit_writable(ws)]
+    findings = [_audit_writable(ws), *_loop_checks(ws)]
     try:
         state = ws.store.read()
     except DevclawError as exc:
@@ -82,6 +82,39 @@ def _audit_writable(ws: Workspace) -> Finding:
     except OSError as exc:
         return Finding("workspace", "audit log", "error", f"{path} is not writable: {exc.strerror or exc}")
     return Finding("workspace", "audit log", "ok", f"writable ({len(ws.audit.files())} file(s) incl. rotated)")
+
+
+def _loop_checks(ws: Workspace) -> list[Finding]:
+    """The work loop as the plugin last wrote it (memory/loop.json): on/off, last and next tick, runs."""
+    from devclaw.tools.loop_status import read_loop_status
+
+    try:
+        loop = read_loop_status(ws)
+    except DevclawError as exc:
+        return [Finding("workspace", "work loop", "error", exc.message)]
+    if not loop.enabled:
+        return [Finding("workspace", "work loop", "ok", "off (manual mode: the orchestrator calls the tools)")]
+    last = loop.last_tick
+    told = "no tick yet" if last is None else (
+        f"last tick {last.at} {'ok' if last.ok else 'FAILED: ' + (last.error or '?')}, "
+        f"{last.dispatches or 0} dispatched, {last.fixes or 0} fixed")  # fmt: skip
+    status: Status = "ok" if loop.running and (last is None or last.ok) else "warning"
+    state = "running" if loop.running else "not running (loop.json is stale: is the gateway up?)"
+    findings = [Finding("workspace", "work loop", status, f"on, {state}; {told}; next tick {loop.next_tick_at or '?'}")]
+    model = (
+        "allowed"
+        if loop.model_override
+        else "not allowed: workers run on the default model (set plugins.entries.devclaw.subagent.allowModelOverride)"
+    )
+    findings.append(Finding("workspace", "model override", "ok" if loop.model_override else "warning", model))
+    channel = {True: "telegram loaded", False: "no telegram channel: announcements only on the audit log",
+               None: "not looked up yet"}[loop.announce_channel]  # fmt: skip
+    findings.append(
+        Finding("workspace", "announce", "ok" if loop.announce_channel is not False else "warning", channel)
+    )
+    runs = ", ".join(f"{r.project or r.group_id} {r.role.upper()} #{r.issue_id}" for r in loop.in_flight) or "none"
+    findings.append(Finding("workspace", "in flight", "ok", f"{len(loop.in_flight)} worker run(s): {runs}"))
+    return findings
 
 
 def _tracker_checks(ws: Workspace, group_id: str, project: Project) -> list[Finding]:

@@ -12,12 +12,13 @@ from devclaw.redact import redact_result, sanitize
 from devclaw.tools.base import Tool
 from devclaw.tools.complete import COMPLETE
 from devclaw.tools.health import SESSION_HEALTH
+from devclaw.tools.loop_status import LOOP_STATUS
 from devclaw.tools.pickup import PICKUP, PICKUP_CONFIRM
 from devclaw.tools.queue import QUEUE_STATUS
 from devclaw.workspace import Workspace
 
 TOOLS: dict[str, Tool[Any, Any]] = {
-    tool.name: tool for tool in (PICKUP, PICKUP_CONFIRM, COMPLETE, QUEUE_STATUS, SESSION_HEALTH)
+    tool.name: tool for tool in (PICKUP, PICKUP_CONFIRM, COMPLETE, QUEUE_STATUS, SESSION_HEALTH, LOOP_STATUS)
 }
 
 

@@ -128,9 +128,13 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "labelTransition": result.label_transition,
             "gitPull": None,
             "loopBrake": result.loop_brake,
-            "model": full_model(worker.model, state.models),
+            "model": (params.usage.model if params.usage else None) or full_model(worker.model, state.models),
             "sessionId": worker.session_id,
-            **({"usage": params.usage.model_dump(mode="json", by_alias=True)} if params.usage else {}),
+            **(
+                {"usage": params.usage.model_dump(mode="json", by_alias=True, exclude={"model"})}
+                if params.usage
+                else {}
+            ),
         },
     )
     return Plan(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import Field
 
 from devclaw.errors import DevclawError, error_payload
 from devclaw.state import Project
 from devclaw.tools.base import Tool, ToolInput, ToolResult
 from devclaw.tools.common import GroupId, WorkerView, slot_views
-from devclaw.workflow import QUEUES
+from devclaw.trackers.base import Issue, Tracker
+from devclaw.workflow import QUEUES, ROLES, START_LABELS, Label, Role
 from devclaw.workspace import Workspace
 
 # Projects are fetched concurrently (each tracker call is network-bound), but by a small pool: a heartbeat
@@ -18,11 +22,17 @@ MAX_PARALLEL_PROJECTS = 4
 
 class QueueStatusInput(ToolInput):
     project_group_id: GroupId | None = None
+    next: bool = Field(
+        default=False,
+        description="Only the next issue each idle worker would take (fewer requests, far less text) "
+        "instead of every queued issue.",
+    )
 
 
 class QueueItem(ToolResult):
     id: int
     title: str
+    label: Label | None = None
 
 
 class Queues(ToolResult):
@@ -47,16 +57,38 @@ class ProjectQueue(ToolResult):
     workers: dict[str, list[WorkerView]] | None = None
 
 
+class NextUp(ToolResult):
+    """The issue each idle worker would take next; null for a busy worker or an empty queue."""
+
+    dev: QueueItem | None
+    qa: QueueItem | None
+
+
+class ProjectNext(ToolResult):
+    name: str
+    group_id: str
+    dev: WorkerView
+    qa: WorkerView
+    next: NextUp | None
+    error: ProjectError | None = None
+
+
 class QueueStatusResult(ToolResult):
     success: bool
-    projects: list[ProjectQueue]
+    projects: list[ProjectQueue] | list[ProjectNext]
 
 
 def queue_status(ws: Workspace, params: QueueStatusInput) -> QueueStatusResult:
     """Show every project's DEV and QA workers (active, sessionId, issueId, model) and its queues, oldest
     first: toImprove (QA failed, back to DEV first), toTest (waiting for QA) and toDo (waiting for DEV).
-    Pass projectGroupId for one project. A project whose tracker fails carries an "error" and no queue:
-    a failure is never shown as an empty queue."""
+    Pass projectGroupId for one project. With next true, each project shows only "next": the issue its
+    idle DEV and QA workers would take (toImprove before toDo), which is what a heartbeat needs. A
+    project whose tracker fails carries an "error" and no queue: a failure is never shown as an empty
+    queue."""
+    if params.next:
+        picks = collect_next(ws, params.project_group_id)
+        _audit_next(ws, picks)
+        return QueueStatusResult(success=True, projects=picks)
     rows = collect_queues(ws, params.project_group_id)
     _audit(ws, rows)
     return QueueStatusResult(success=True, projects=rows)
@@ -92,6 +124,62 @@ def _project_queue(ws: Workspace, group_id: str, project: Project) -> tuple[Proj
         return row, exc
     row.queue = Queues(to_improve=found["toImprove"], to_test=found["toTest"], to_do=found["toDo"])
     return row, None
+
+
+def priority_labels(role: Role) -> tuple[Label, ...]:
+    """The labels ``role`` picks up from, in queue priority order (To Improve before To Do)."""
+    return tuple(label for _, label in QUEUES if label in START_LABELS[role])
+
+
+def candidates(tracker: Tracker, role: Role) -> Iterator[Issue]:
+    """The issues ``role`` could start, best first; each label is listed only when the one before is used up."""
+    for label in priority_labels(role):
+        yield from tracker.list_issues(label)
+
+
+def collect_next(ws: Workspace, group_id: str | None = None) -> list[ProjectNext]:
+    """Per project, the next issue of each idle worker (one project's tracker failure raised)."""
+    state = ws.store.read()
+    chosen = {group_id: state.project(group_id)} if group_id is not None else state.projects
+    with ThreadPoolExecutor(max_workers=MAX_PARALLEL_PROJECTS) as pool:
+        outcomes = list(pool.map(lambda item: _project_next(ws, *item), chosen.items()))
+    if group_id is not None and outcomes and outcomes[0][1] is not None:
+        raise outcomes[0][1]
+    return [row for row, _ in outcomes]
+
+
+def _project_next(ws: Workspace, group_id: str, project: Project) -> tuple[ProjectNext, DevclawError | None]:
+    row = ProjectNext(name=project.name, group_id=group_id, dev=WorkerView.of(project.worker("dev")),
+                      qa=WorkerView.of(project.worker("qa")), next=None)  # fmt: skip
+    try:
+        tracker = ws.tracker(project)
+        picks = {role: None if _busy(project, role) else _first(tracker, role) for role in ROLES}
+    except DevclawError as exc:
+        row.error = ProjectError(**error_payload(exc))
+        return row, exc
+    row.next = NextUp(**picks)
+    return row, None
+
+
+def _busy(project: Project, role: Role) -> bool:
+    return len(project.active_slots(role)) >= project.max_slots(role)
+
+
+def _first(tracker: Tracker, role: Role) -> QueueItem | None:
+    issue = next(candidates(tracker, role), None)
+    return None if issue is None else QueueItem(id=issue.id, title=issue.title, label=issue.label)
+
+
+def _audit_next(ws: Workspace, rows: list[ProjectNext]) -> None:
+    found = [row.next for row in rows if row.next is not None]
+    ws.audit.append(
+        "queue_status",
+        projectCount=len(rows),
+        next=True,
+        nextDev=sum(1 for n in found if n.dev is not None),
+        nextQa=sum(1 for n in found if n.qa is not None),
+        projectErrors=len(rows) - len(found),
+    )
 
 
 def _audit(ws: Workspace, rows: list[ProjectQueue]) -> None:

@@ -4,6 +4,9 @@ Each ``POST /v1/chat/completions`` that offers tools gets scripted tool call num
 number of tool results already in the conversation; when the script is used up it answers with a
 plain sentence. Requests without tools (titles, summaries) get a plain sentence too. Every request body
 is kept in ``requests`` for the test to inspect. Streaming (SSE) and plain JSON answers are both served.
+
+A ``responder`` (given the request body, returns the reply text or None) answers first when set: the work
+loop's tests script worker replies with it. ``usage`` is what every answer reports.
 """
 
 from __future__ import annotations
@@ -11,15 +14,25 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FINAL_ANSWER = "I checked the queue and picked up the task for the developer."
+DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
 class FakeModel:
-    def __init__(self, script: list[tuple[str, dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        script: list[tuple[str, dict[str, Any]]],
+        *,
+        responder: Callable[[dict[str, Any]], str | None] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         self.script = script  # [(tool name, arguments)]
+        self.responder = responder
+        self.usage = usage or DEFAULT_USAGE
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -41,6 +54,10 @@ class FakeModel:
         """The assistant message for one request: the next tool call, or the final sentence."""
         with self._lock:
             self.requests.append(body)
+        if self.responder is not None:
+            text = self.responder(body)
+            if text is not None:
+                return {"role": "assistant", "content": text}
         offered = {tool["function"]["name"] for tool in body.get("tools") or []}
         # The host renames tool call ids, so progress is counted in tool results, not matched by id.
         step = sum(1 for message in body.get("messages", []) if message.get("role") == "tool")
@@ -91,7 +108,7 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                 self._send_stream(message)
             else:
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
-                self._send_json(_completion(message, finish))
+                self._send_json(_completion(message, finish, model.usage))
 
         def _send_json(self, data: dict[str, Any]) -> None:
             payload = json.dumps(data).encode()
@@ -113,10 +130,13 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             else:
                 delta["content"] = message["content"]
                 finish = "stop"
-            for chunk in (_chunk(delta, None), _chunk({}, finish), _usage_chunk()):
-                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            try:
+                for chunk in (_chunk(delta, None), _chunk({}, finish), _usage_chunk(model.usage)):
+                    self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the gateway went away mid-answer (a test killed it)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep test output clean; requests are recorded on the model
@@ -124,14 +144,14 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _completion(message: dict[str, Any], finish: str) -> dict[str, Any]:
+def _completion(message: dict[str, Any], finish: str, usage: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": "fake-model",
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        "usage": usage,
     }
 
 
@@ -145,8 +165,8 @@ def _chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
     }
 
 
-def _usage_chunk() -> dict[str, Any]:
+def _usage_chunk(usage: dict[str, Any]) -> dict[str, Any]:
     chunk = _chunk({}, None)
     chunk["choices"] = []
-    chunk["usage"] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    chunk["usage"] = usage
     return chunk

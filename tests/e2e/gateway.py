@@ -127,7 +127,7 @@ class Gateway:
         assert status == 200 and body.get("ok") is True, (tool, status, body, self.log_tail())
         details: dict[str, Any] = body["result"]["details"]
         assert body["result"]["content"] == [
-            {"type": "text", "text": json.dumps(details, indent=2, ensure_ascii=False)}
+            {"type": "text", "text": json.dumps(details, ensure_ascii=False, separators=(",", ":"))}
         ]
         return details
 
