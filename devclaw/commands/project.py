@@ -113,7 +113,7 @@ def absolute_repo(text: str) -> str:
     path = Path(os.path.normpath(expanded.absolute()))
     if not path.is_dir():
         print_warning(f"{path} does not exist (yet); devclaw pulls there after DEV work")
-    elif _git(str(path), "rev-parse", "--git-dir") is None:
+    elif _git(str(path), "rev-parse", "--is-inside-work-tree") != "true":
         print_warning(f"{path} is not a git checkout; devclaw pulls there after DEV work")
     return str(path)
 
