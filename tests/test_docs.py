@@ -55,7 +55,7 @@ def blocks(path: Path) -> list[Block]:
             continue
         indent, fence, info = opening.groups()
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence[:3])), len(lines))
-        body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : end]]
+        body = [line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : end]]
         found.append(Block(i + 1, info, "\n".join(body), _skip_reason(lines, i)))
         i = end + 1
     return found
@@ -107,7 +107,7 @@ def test_the_reader_of_the_convention_can_rely_on_it(tmp_path: Path) -> None:
     doc = tmp_path / "GUIDE.md"
     doc.write_text(
         "```sh\nexport A=1\n```\n\n1. step\n\n   <!-- not run: needs the network -->\n\n   ```bash\n   curl x\n   ```\n"
-        "```json\n{}\n```\n   ```sh\n   test \"$A\" = 1 && echo ok\n   ```\n"
+        '```json\n{}\n```\n   ```sh\n   test "$A" = 1 && echo ok\n   ```\n'
     )
     found = [(b.info, b.text, b.skip_reason) for b in blocks(doc)]
     assert found == [("sh", "export A=1", None), ("bash", "curl x", "needs the network"), ("json", "{}", None),

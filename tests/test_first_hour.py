@@ -191,7 +191,11 @@ def test_errors_follow_one_rule(root: Path) -> None:
                  ["project", "list", "--json", "--workspace", str(root / "nope")]):  # fmt: skip
         done = devclaw(root, *args)
         assert done.returncode in (1, 2) and json.loads(done.stdout)["success"] is False and done.stderr == "", args
-    for args in (["status", OTHER_GROUP], ["audit", "--since", "yesterday"], ["project", "list", "--workspace", "/nope"]):
+    for args in (
+        ["status", OTHER_GROUP],
+        ["audit", "--since", "yesterday"],
+        ["project", "list", "--workspace", "/nope"],
+    ):
         done = devclaw(root, *args)
         assert done.returncode in (1, 2) and done.stdout == "" and done.stderr.startswith("devclaw: "), args
 
@@ -290,7 +294,9 @@ def test_a_fifo_dev_zero_or_huge_projects_file_is_refused(root: Path) -> None:
     assert "larger than 32 MB" in failed(devclaw(root, "call", "queue_status", "{}"), 1, "config")
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv to drop to nobody")
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="root needs setpriv to drop to nobody"
+)
 def test_a_read_only_workspace_is_refused_before_anything_changes(root: Path) -> None:
     ok(devclaw(root, "issue", "create", GROUP, "--title", "Add login", "--label", "To Do"))
     # pytest's temporary folders are private to their owner: the user "nobody" needs a folder it can reach.

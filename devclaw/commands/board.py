@@ -42,8 +42,10 @@ def run_status(ws: Workspace, args: argparse.Namespace) -> int:
 
 def render(row: ProjectQueue, ws: Workspace, project: Project | None = None) -> str:
     lines = [f"{paint(row.name, 'bold')}  ({row.group_id})"]
-    for title, view, worker in (("DEV", row.dev, project.dev if project else None),
-                                ("QA", row.qa, project.qa if project else None)):
+    for title, view, worker in (
+        ("DEV", row.dev, project.dev if project else None),
+        ("QA", row.qa, project.qa if project else None),
+    ):
         lines.append(_worker(title, view, worker, ws.clock()))
     if row.queue is None:
         assert row.error is not None

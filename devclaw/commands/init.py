@@ -11,7 +11,9 @@ from devclaw.workspace import Workspace
 
 def register(sub: Any) -> None:
     init = sub.add_parser("init", help="create a workspace (DIR/memory) for devclaw's files")
-    init.add_argument("dir", nargs="?", metavar="DIR", help="the folder (default: --workspace, $DEVCLAW_WORKSPACE or .)")
+    init.add_argument(
+        "dir", nargs="?", metavar="DIR", help="the folder (default: --workspace, $DEVCLAW_WORKSPACE or .)"
+    )
     init.set_defaults(handler=run_init)
 
 
