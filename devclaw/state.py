@@ -10,8 +10,11 @@ or validate is reported and never overwritten.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
+import stat
 import tempfile
 import textwrap
 import threading
@@ -30,6 +33,8 @@ from devclaw.workflow import ROLES, Role
 
 SCHEMA_VERSION: Literal[2] = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
+#: Far above any real registry (a project is under 1 KB); a bigger file is refused unread.
+MAX_STATE_BYTES = 32 * 1024 * 1024
 
 
 class CamelModel(BaseModel):
@@ -293,17 +298,17 @@ class ProjectStore:
     def read(self) -> ProjectsFile:
         """The current file, validated. A missing file is an empty registry."""
         try:
-            stat = self.path.stat()
+            info = self.path.stat()
         except FileNotFoundError:
             return ProjectsFile()
         except OSError as exc:
             raise ConfigError(f"Cannot read {self.path}: {exc.strerror}") from exc
-        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        key = (info.st_mtime_ns, info.st_size, info.st_ino)
         cached = self._cache
         if cached is not None and cached[0] == key:
             return cached[1]
         try:
-            raw = self.path.read_bytes()
+            raw = _read_regular_file(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
             return ProjectsFile()
         except OSError as exc:
@@ -346,10 +351,10 @@ class ProjectStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.path, data, self.backup_path)
-            stat = self.path.stat()
+            info = self.path.stat()
         except OSError as exc:
             raise StateError(f"Cannot write {self.path}: {exc.strerror or exc}") from exc
-        self._cache = ((stat.st_mtime_ns, stat.st_size, stat.st_ino), state)
+        self._cache = ((info.st_mtime_ns, info.st_size, info.st_ino), state)
 
     def _serialize(self, state: ProjectsFile) -> bytes:
         # Projects that did not change are the same objects as at the last write: reuse their text, so a
@@ -372,7 +377,32 @@ class ProjectStore:
         return textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
 
 
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused right after.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(
+                f"{path} is not a regular file (a {_kind(info.st_mode)}); devclaw keeps its state in a plain "
+                "file: move it away and restore a copy, or run `devclaw state rebuild`"
+            )
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{path} is larger than {limit // (1024 * 1024)} MB: not a devclaw projects file")
+    return data
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "named pipe", stat.S_ISCHR: "character device", stat.S_ISBLK: "block device",
+             stat.S_ISDIR: "folder", stat.S_ISSOCK: "socket"}  # fmt: skip
+    return next((name for test, name in kinds.items() if test(mode)), "special file")
+
+
 def _atomic_write(path: Path, data: bytes, backup: Path) -> None:
+    # A symlinked projects.json (kept in a dotfiles repo, say) is written through: its target is the file
+    # replaced, so the link stays a link and the target never goes stale.
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -398,7 +428,12 @@ def _link_backup(path: Path, backup: Path) -> None:
     tmp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    os.link(path, tmp)
+    try:
+        os.link(path, tmp)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copy2(path, tmp)  # a symlink's target on another file system: no hard link possible
     try:
         tmp.replace(backup)
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from devclaw.audit import AuditLog
-from devclaw.errors import ConfigError
+from devclaw.errors import ConfigError, StateError
 from devclaw.state import DEFAULT_LOCK_TIMEOUT, Project, ProjectStore
 from devclaw.trackers import Tracker, client_key, open_tracker
 
@@ -48,6 +49,35 @@ class Workspace:
     def audit(self) -> AuditLog:
         return AuditLog(self.memory / "audit.log")
 
+    def exists(self) -> bool:
+        return self.memory.is_dir()
+
+    def require_existing(self) -> Workspace:
+        """Refuse a folder that is not a workspace, instead of reading nothing or creating ``memory/`` there."""
+        if not self.exists():
+            where = "does not exist" if not self.root.exists() else "has no memory/ folder"
+            raise ConfigError(
+                f"{self.root} is not a devclaw workspace ({where}). Create one with `devclaw init {self.root}`, "
+                f"or point to yours with --workspace DIR or ${WORKSPACE_ENV}"
+            )
+        return self
+
+    def require_writable(self) -> Workspace:
+        """Refuse a read-only workspace before a mutating command changes anything (a tracker included)."""
+        self.require_existing()
+        paths = [self.memory, *(p for p in (self.store.path, self.audit.path) if p.exists())]
+        for path in paths:
+            if not os.access(path, os.W_OK):
+                raise StateError(f"{path} is read-only: devclaw cannot record changes in this workspace")
+        return self
+
+    def create(self) -> Workspace:
+        try:
+            self.memory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"Cannot create the workspace {self.memory}: {exc.strerror or exc}") from exc
+        return self
+
     def now_iso(self) -> str:
         return self.clock().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -64,6 +94,10 @@ def _lock_timeout() -> float:
     if not raw:
         return DEFAULT_LOCK_TIMEOUT
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
-        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+        seconds = math.nan
+    # filelock waits forever on a negative timeout, and a NaN or infinite one would too.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds (0 or more), got {raw!r}")
+    return seconds

@@ -104,8 +104,8 @@ def test_a_project_registered_after_the_backup_comes_from_the_log(
 def test_a_valid_file_is_not_rebuilt_without_force(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
     busy_workspace(ws)
     before = ws.store.path.read_bytes()
-    assert main(["--workspace", str(ws.root), "state", "rebuild"]) == 1
-    assert "is valid: nothing to rebuild" in capsys.readouterr().err
+    code, answer = rebuild(ws, capsys)  # a JSON command: its failures are JSON too
+    assert code == 1 and "is valid: nothing to rebuild" in answer["error"]["message"]
     assert ws.store.path.read_bytes() == before
     code, report = rebuild(ws, capsys, "--force")
     assert code == 0 and report["keptAside"].startswith(str(ws.store.path) + ".broken-")
@@ -113,8 +113,8 @@ def test_a_valid_file_is_not_rebuilt_without_force(ws: Workspace, capsys: pytest
 
 def test_nothing_to_rebuild_from(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
     ws.store.path.write_text("[]")
-    assert main(["--workspace", str(ws.root), "state", "rebuild"]) == 1
-    assert "Nothing to rebuild from" in capsys.readouterr().err
+    code, answer = rebuild(ws, capsys)
+    assert code == 1 and "Nothing to rebuild from" in answer["error"]["message"]
     assert ws.store.path.read_text() == "[]"
 
 

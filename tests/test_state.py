@@ -89,7 +89,9 @@ def test_lock_timeout_is_a_clear_error(ws: Workspace, tracker: LocalTracker) -> 
 
 def test_lock_timeout_from_environment(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEVCLAW_LOCK_TIMEOUT", "soon")
-    with pytest.raises(ConfigError, match="DEVCLAW_LOCK_TIMEOUT must be a number of seconds, got 'soon'"):
+    with pytest.raises(
+        ConfigError, match=r"DEVCLAW_LOCK_TIMEOUT must be a number of seconds \(0 or more\), got 'soon'"
+    ):
         Workspace(ws.root).store  # noqa: B018 (the property raises)
 
 

@@ -63,12 +63,12 @@ class Setup:
         return tracker.create_issue(title, "", tuple(labels)).id
 
 
-def register(ws: Workspace, kind: TrackerKind, base_url: str | None) -> dict[str, Any]:
+def register(ws: Workspace, kind: TrackerKind, base_url: str | None, *, update: bool = False) -> dict[str, Any]:
     from devclaw.registry import register_project
 
     path = {"local": "webapp", "gitlab": "acme/platform/webapp", "github": "acme/webapp"}[kind]
     config = TrackerConfig(provider=kind, path=path, base_url=base_url, token_env=TOKEN_ENV)
-    return register_project(ws, GROUP, Project(name="webapp", tracker=config))
+    return register_project(ws, GROUP, Project(name="webapp", tracker=config), update=update)
 
 
 @contextlib.contextmanager
@@ -104,9 +104,9 @@ def budget(setup: Setup, remote: int) -> int:
     return 0 if setup.kind == "local" else remote
 
 
-def test_project_add_again_costs_one_listing(setup: Setup) -> None:
+def test_project_edit_costs_one_listing(setup: Setup) -> None:
     before = setup.count()
-    result = register(setup.ws, setup.kind, GITLAB_URL if setup.kind == "gitlab" else GITHUB_URL)
+    result = register(setup.ws, setup.kind, GITLAB_URL if setup.kind == "gitlab" else GITHUB_URL, update=True)
     assert result["labelsCreated"] == [] and setup.spent(before) == budget(setup, 1)
 
 

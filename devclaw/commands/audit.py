@@ -23,6 +23,7 @@ def register(sub: Any) -> None:
 
 
 def run_audit(ws: Workspace, args: argparse.Namespace) -> int:
+    ws.require_existing()
     since = _normalise_since(args.since) if args.since else None
     out = sys.stdout.buffer
     for line, record in _matching(ws, args, since):

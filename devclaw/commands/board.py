@@ -1,16 +1,24 @@
-"""``devclaw status``: the board, per project its two workers and its queues."""
+"""``devclaw status``: the board, per project its two workers (with how long they have been at it),
+the queues the tools work from, and the issues waiting for a person (Refining, Planning)."""
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
-from devclaw.tools.common import WorkerView
+from devclaw.commands.table import paint
+from devclaw.errors import DevclawError
+from devclaw.inputs import normalize_group_id
+from devclaw.state import Project, Worker
+from devclaw.tools.common import WorkerView, duration_text
 from devclaw.tools.queue import ProjectQueue, QueueItem, collect_queues
-from devclaw.workflow import QUEUES
+from devclaw.workflow import QUEUES, Label
 from devclaw.workspace import Workspace
 
 _QUEUE_TITLES = {key: label.value for key, label in QUEUES}
+#: Issues no tool picks up: a person moves them to To Do (`devclaw issue label`).
+HUMAN_QUEUES = (Label.REFINING, Label.PLANNING)
 _SHOWN = 5
 
 
@@ -21,35 +29,77 @@ def register(sub: Any) -> None:
 
 
 def run_status(ws: Workspace, args: argparse.Namespace) -> int:
-    rows = collect_queues(ws, args.group_id)
+    ws.require_existing()
+    group_id = normalize_group_id(args.group_id) if args.group_id is not None else None
+    rows = collect_queues(ws, group_id)
     if not rows:
-        print("No projects yet. Register one with: devclaw project add GROUP_ID --name NAME")
-    print("\n\n".join(render(row) for row in rows))
+        print(f"No projects yet in {ws.store.path}. Register one with: devclaw project add GROUP_ID --name NAME")
+        return 0
+    projects = ws.store.read().projects
+    print("\n\n".join(render(row, ws, projects.get(row.group_id)) for row in rows))
     return 1 if any(row.error for row in rows) else 0
 
 
-def render(row: ProjectQueue) -> str:
-    lines = [f"{row.name}  ({row.group_id})", _worker("DEV", row.dev), _worker("QA", row.qa)]
+def render(row: ProjectQueue, ws: Workspace, project: Project | None = None) -> str:
+    lines = [f"{paint(row.name, 'bold')}  ({row.group_id})"]
+    workers: list[tuple[str, WorkerView, Worker | None]] = [("DEV", row.dev, None), ("QA", row.qa, None)]
+    if project is not None:
+        workers = [
+            (role.upper() + (f" {slot + 1}" if project.max_slots(role) > 1 else ""), WorkerView.of(worker), worker)
+            for role, slot, worker in project.every_worker()
+        ]
+    for title, view, found in workers:
+        lines.append(_worker(title, view, found, ws.clock()))
     if row.queue is None:
         assert row.error is not None
-        lines.append(f"  queues unavailable: {row.error.message}")
+        lines.append("  " + paint(f"queues unavailable: {row.error.message}", "red"))
         return "\n".join(lines)
     queues = row.queue.model_dump(by_alias=True)
     for key, title in _QUEUE_TITLES.items():
         items = [QueueItem.model_validate(item) for item in queues[key]]
         lines.append(f"  {title + ':':<12}{_items(items)}")
+    if project is not None:
+        lines += _human_queues(ws, project)
     return "\n".join(lines)
 
 
-def _worker(title: str, worker: WorkerView) -> str:
-    if not worker.active:
-        return f"  {title:<4}idle" + (f"  (session {worker.session_id})" if worker.session_id else "")
-    session = worker.session_id or "no session yet"
-    return f"  {title:<4}working on #{worker.issue_id} with {worker.model}  (session {session})"
+def _human_queues(ws: Workspace, project: Project) -> list[str]:
+    try:
+        tracker = ws.tracker(project)
+        held = {label: tracker.list_issues(label) for label in HUMAN_QUEUES}
+    except DevclawError as exc:
+        return ["  " + paint(f"Refining/Planning unavailable: {exc.message}", "red")]
+    lines = []
+    for label, issues in held.items():
+        items = [QueueItem(id=issue.id, title=issue.title) for issue in issues]
+        waiting = paint("  (waiting for a person: devclaw issue label ... 'To Do')", "dim") if items else ""
+        lines.append(f"  {label.value + ':':<12}{_items(items)}{waiting}")
+    return lines
+
+
+def _worker(title: str, view: WorkerView, worker: Worker | None, now: datetime) -> str:
+    if not view.active:
+        idle = f"  {title:<4}" + paint("idle", "green")
+        return idle + (f"  (session {view.session_id})" if view.session_id else "")
+    since = _elapsed(worker.start_time if worker else None, now)
+    session = f"session {view.session_id}" if view.session_id else "no session confirmed yet"
+    busy = paint(f"working on #{view.issue_id}", "yellow")
+    return f"  {title:<4}{busy} with {view.model}{since}  ({session})"
+
+
+def _elapsed(start: str | None, now: datetime) -> str:
+    if not start:
+        return ""
+    try:
+        started = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        seconds = max(0, int((now - started).total_seconds()))
+    except (ValueError, TypeError):
+        return ""
+    return f" for {duration_text(seconds)}"
 
 
 def _items(items: list[QueueItem]) -> str:
     if not items:
         return "-"
-    shown = ", ".join(f"#{item.id} {item.title}" for item in items[:_SHOWN])
+    shown = ", ".join(f"#{item.id} {' '.join(item.title.split())}" for item in items[:_SHOWN])
     return shown + (f"  (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")

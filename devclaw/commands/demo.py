@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from dataclasses import replace
 from datetime import timedelta
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from devclaw.commands.board import render
-from devclaw.errors import DevclawError
+from devclaw.errors import DevclawError, InputError
 from devclaw.registry import register_project
 from devclaw.state import Project
 from devclaw.tools import call_tool
@@ -30,15 +31,38 @@ ISSUES = (
 
 def register(sub: Any) -> None:
     demo = sub.add_parser("demo", help="play the whole pipeline on the embedded tracker")
-    demo.add_argument("--workspace", dest="demo_workspace", metavar="DIR", help="default: a new temporary folder")
     demo.set_defaults(handler=run_demo)
+    # --workspace (before or after `demo`) picks the folder: it must be empty or new. Default: a new
+    # temporary folder, removed again if the demo fails.
 
 
 def run_demo(ws: Workspace, args: argparse.Namespace) -> int:
-    chosen = args.demo_workspace or args.workspace
-    root = Path(chosen).expanduser().resolve() if chosen else Path(tempfile.mkdtemp(prefix="devclaw-demo-"))
-    Demo(Workspace(root)).play()
+    if args.workspace:
+        root = demo_folder(Path(args.workspace))
+        Demo(Workspace(root)).play()
+        return 0
+    root = Path(tempfile.mkdtemp(prefix="devclaw-demo-"))
+    try:
+        Demo(Workspace(root)).play()
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)  # ours: nothing of the user's is in it
+        raise
     return 0
+
+
+def demo_folder(chosen: Path) -> Path:
+    """The folder the demo may play in: new, or existing and empty. Never a real workspace."""
+    try:
+        root = chosen.expanduser().resolve()
+    except RuntimeError:
+        raise InputError(f"Cannot expand {chosen}") from None
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InputError(
+            f"{root} is not empty: the demo registers its own project and issues and would mix them with "
+            f"what is there. Give it a new or empty folder, e.g. `devclaw demo --workspace /tmp/try-devclaw`, "
+            f"or no --workspace for a temporary one"
+        )
+    return root
 
 
 class Demo:
@@ -58,6 +82,7 @@ class Demo:
     def play(self) -> None:
         ws = self.ws
         self.say(f"devclaw demo in {ws.root}\n")
+        ws.create()
         register_project(ws, GROUP, Project(name="webapp", group_name="Dev - Webapp"))
         tracker = ws.tracker(ws.store.read().project(GROUP))
         for title, description in ISSUES:
@@ -67,7 +92,8 @@ class Demo:
         self.refine()
         self.zombie()
         self.say("\nThe board now:\n")
-        self.say("\n\n".join(render(row) for row in collect_queues(ws)))
+        projects = ws.store.read().projects
+        self.say("\n\n".join(render(row, ws, projects.get(row.group_id)) for row in collect_queues(ws)))
         self.say(f"\nFiles:\n  {ws.store.path}\n  {ws.audit.path}\n  {ws.memory / 'tracker.sqlite3'}")
         self.say(f"\nTry:  jq -c 'select(.event==\"task_pickup\")' {ws.audit.path}")
         self.say(f"      devclaw --workspace {ws.root} audit --issue 1")

@@ -43,6 +43,7 @@ def register(sub: Any) -> None:
 
 
 def run_doctor(ws: Workspace, args: argparse.Namespace) -> int:
+    ws.require_existing()
     findings, names = diagnose(ws)
     failed = any(finding.status == "error" for finding in findings)
     if args.json:

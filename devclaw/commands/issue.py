@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from devclaw.cli import print_json
+from devclaw.commands.table import Table
+from devclaw.errors import InputError
+from devclaw.inputs import normalize_group_id
 from devclaw.state import Project
 from devclaw.trackers import Tracker
-from devclaw.workflow import current_label, human_move, parse_label
+from devclaw.workflow import Label, current_label, human_move, parse_label
 from devclaw.workspace import Workspace
 
 
@@ -17,36 +21,51 @@ def register(sub: Any) -> None:
         dest="issue_command", metavar="ACTION", required=True
     )
     create = issue.add_parser("create", help="create an issue; prints it as JSON")
-    create.add_argument("group_id", metavar="GROUP_ID")
-    create.add_argument("--title", required=True)
-    create.add_argument("--description", default="")
-    create.add_argument("--label", help="initial workflow label (e.g. 'To Do')")
-    create.set_defaults(handler=run_create)
+    create.add_argument("group_id", metavar="GROUP_ID", help=_GROUP_HELP)
+    create.add_argument("--title", required=True, help="the issue's title (one line)")
+    create.add_argument("--description", default="", help="the issue's text")
+    create.add_argument("--label", help="initial workflow label (default Planning: a human moves it to To Do)")
+    create.set_defaults(handler=run_create, json_output=True)
     show = issue.add_parser("show", help="one issue as JSON")
-    show.add_argument("group_id", metavar="GROUP_ID")
-    show.add_argument("issue_id", metavar="ID", type=int)
-    show.set_defaults(handler=run_show)
+    show.add_argument("group_id", metavar="GROUP_ID", help=_GROUP_HELP)
+    show.add_argument("issue_id", metavar="ID", type=int, help="the issue number")
+    show.set_defaults(handler=run_show, json_output=True)
     label = issue.add_parser("label", help="move an issue to a workflow label (Planning/Refining -> To Do)")
-    label.add_argument("group_id", metavar="GROUP_ID")
-    label.add_argument("issue_id", metavar="ID", type=int)
-    label.add_argument("label", metavar="LABEL")
+    label.add_argument("group_id", metavar="GROUP_ID", help=_GROUP_HELP)
+    label.add_argument("issue_id", metavar="ID", type=int, help="the issue number")
+    label.add_argument("label", metavar="LABEL", help="the workflow label to move it to, e.g. 'To Do'")
     label.add_argument("--force", action="store_true", help="allow a move the workflow does not have")
-    label.set_defaults(handler=run_label)
-    listing = issue.add_parser("list", help="open issues as JSON, oldest first")
-    listing.add_argument("group_id", metavar="GROUP_ID")
+    label.set_defaults(handler=run_label, json_output=True)
+    listing = issue.add_parser("list", help="open issues, oldest first, as a table (or JSON)")
+    listing.add_argument("group_id", metavar="GROUP_ID", help=_GROUP_HELP)
     listing.add_argument("--label", help="only issues with this workflow label")
+    listing.add_argument("--json", action="store_true", help="print the issues as JSON")
     listing.set_defaults(handler=run_list)
 
 
-def _open(ws: Workspace, group_id: str) -> tuple[Project, Tracker]:
-    project = ws.store.read().project(group_id)
+_GROUP_HELP = "the project's group id"
+
+
+def _open(ws: Workspace, group_id: str, *, writing: bool = False) -> tuple[Project, Tracker]:
+    if writing:
+        ws.require_writable()
+    else:
+        ws.require_existing()
+    project = ws.store.read().project(normalize_group_id(group_id))
     return project, ws.tracker(project)
 
 
 def run_create(ws: Workspace, args: argparse.Namespace) -> int:
-    labels = (parse_label(args.label).value,) if args.label else ()
-    _, tracker = _open(ws, args.group_id)
-    print_json(tracker.create_issue(args.title, args.description, labels).as_json())
+    title = " ".join(args.title.split())
+    if not title:
+        raise InputError("--title must not be empty")
+    label = parse_label(args.label) if args.label else Label.PLANNING
+    _, tracker = _open(ws, args.group_id, writing=True)
+    created = tracker.create_issue(title, args.description, (label.value,))
+    if not args.label:
+        print(f"devclaw: issue #{created.id} is on Planning; when it is ready: "
+              f"devclaw issue label {args.group_id.strip()} {created.id} 'To Do'", file=sys.stderr)  # fmt: skip
+    print_json(created.as_json())
     return 0
 
 
@@ -65,7 +84,8 @@ def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, forc
     """The human move (Planning/Refining -> To Do; anything else with ``force``): the one code path for
     ``devclaw issue label`` and every other front end that lets a person move an issue. Returns the issue."""
     target = parse_label(label)
-    project, tracker = _open(ws, group_id)
+    group_id = normalize_group_id(group_id)
+    project, tracker = _open(ws, group_id, writing=True)
     issue = tracker.get_issue(issue_id)
     human_move(current_label(issue.labels), target, force=force)
     moved = tracker.move_issue(issue, target)
@@ -83,5 +103,15 @@ def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, forc
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:
     _, tracker = _open(ws, args.group_id)
     label = parse_label(args.label) if args.label else None
-    print_json([issue.as_json() for issue in tracker.list_issues(label)])
+    issues = tracker.list_issues(label)
+    if args.json:
+        print_json([issue.as_json() for issue in issues])
+        return 0
+    if not issues:
+        print("No open issues" + (f" on {label}" if label else "") + ".")
+        return 0
+    table = Table(("id", "label", "title"))
+    for issue in issues:
+        table.add(f"#{issue.id}", issue.label or "-", issue.title)
+    print(table.render())
     return 0

@@ -20,7 +20,6 @@ MIN_TOKEN_LENGTH = 16
 
 def register(sub: Any) -> None:
     observe = sub.add_parser("observe", help="a live web dashboard: workers, queues, timelines, cost, triage")
-    observe.add_argument("--workspace", dest="observe_workspace", metavar="DIR", help="the workspace to show")
     observe.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --token-env)"
     )
@@ -66,8 +65,7 @@ def access_token(host: str, token_env: str | None) -> str | None:
 
 
 def run_observe(ws: Workspace, args: argparse.Namespace) -> int:
-    if args.observe_workspace:
-        ws = Workspace.resolve(args.observe_workspace)
+    ws.require_existing()
     if not args.refresh > 0:
         raise InputError(f"--refresh must be a positive number of seconds, got {args.refresh:g}")
     if not 0 <= args.port <= 65535:

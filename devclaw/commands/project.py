@@ -1,55 +1,146 @@
-"""``devclaw project add|list``: register a project and make sure its tracker has the workflow labels."""
+"""``devclaw project add|edit|remove|list``: register a project (its tracker gets the workflow labels),
+change only the fields given, remove one that has no work in progress."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
-from devclaw.cli import print_json
-from devclaw.registry import register_project
+from devclaw.cli import print_json, print_warning
+from devclaw.commands.doctor import _git
+from devclaw.commands.table import Table
+from devclaw.errors import InputError
+from devclaw.inputs import normalize_group_id
+from devclaw.registry import register_project, remove_project
 from devclaw.state import Project, TrackerConfig
+from devclaw.workflow import Role
 from devclaw.workspace import Workspace
+
+# option -> (Project field, help); tracker options are kept apart because they live in `tracker`.
+_PROJECT_OPTIONS = {
+    "name": ("name", "the project's name (in announcements and the audit log)"),
+    "group_name": ("group_name", "the Telegram group's title"),
+    "repo": ("repo", "the project's git checkout (stored as an absolute path)"),
+    "base_branch": ("base_branch", "the branch DEV work starts from (default main)"),
+    "deploy_branch": ("deploy_branch", "the branch that is deployed (default main)"),
+    "deploy_url": ("deploy_url", "where the deployed project can be seen"),
+}
+_TRACKER_OPTIONS = {
+    "path": ("path", 'tracker path: "group/project", "owner/name", or the embedded tracker\'s name'),
+    "base_url": ("base_url", "tracker URL (self-hosted GitLab, GitHub Enterprise API root)"),
+    "token_env": ("token_env", "environment variable holding the token"),
+}
 
 
 def register(sub: Any) -> None:
-    project = sub.add_parser("project", help="register and list projects").add_subparsers(
+    project = sub.add_parser("project", help="register, change, remove and list projects").add_subparsers(
         dest="project_command", metavar="ACTION", required=True
     )
-    add = project.add_parser("add", help="register a project (or update its configuration)")
-    add.add_argument("group_id", metavar="GROUP_ID", help="the project's Telegram group id, e.g. -1001234567890")
-    add.add_argument("--name", required=True)
-    add.add_argument("--provider", choices=("local", "gitlab", "github"), default="local")
-    add.add_argument("--path", help='tracker path: "group/project", "owner/name" or a local name')
-    add.add_argument("--repo", default="", help="the project's git checkout")
-    add.add_argument("--base-url", help="tracker URL (self-hosted GitLab, GitHub Enterprise API root)")
-    add.add_argument("--token-env", help="environment variable holding the token")
-    add.add_argument("--group-name", default="", help="the Telegram group's title")
-    add.add_argument("--base-branch", default="main")
-    add.add_argument("--deploy-branch", default="main")
-    add.add_argument("--deploy-url", default="")
-    add.set_defaults(handler=run_add)
-    listing = project.add_parser("list", help="the registered projects as JSON")
+    add = project.add_parser("add", help="register a new project; prints it as JSON")
+    _options(add, adding=True)
+    add.set_defaults(handler=run_add, json_output=True)
+    edit = project.add_parser("edit", help="change only the given fields of a project; prints it as JSON")
+    _options(edit, adding=False)
+    edit.set_defaults(handler=run_edit, json_output=True)
+    remove = project.add_parser("remove", help="unregister a project (its tracker and issues are kept)")
+    remove.add_argument("group_id", metavar="GROUP_ID", help="the project's group id")
+    remove.add_argument("--force", action="store_true", help="remove it even while a worker is active")
+    remove.set_defaults(handler=run_remove, json_output=True)
+    listing = project.add_parser("list", help="the registered projects, as a table (or JSON)")
+    listing.add_argument("--json", action="store_true", help="print every project's full entry as JSON")
     listing.set_defaults(handler=run_list)
 
 
+def _options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
+    parser.add_argument("group_id", metavar="GROUP_ID", help="the project's Telegram group id, e.g. -1001234567890")
+    parser.add_argument("--name", required=adding, help=_PROJECT_OPTIONS["name"][1])
+    parser.add_argument("--provider", choices=("local", "gitlab", "github"),
+                        help="the tracker: local (embedded, the default), gitlab or github")  # fmt: skip
+    for option, (_, text) in {**_PROJECT_OPTIONS, **_TRACKER_OPTIONS}.items():
+        if option != "name":
+            parser.add_argument("--" + option.replace("_", "-"), dest=option, help=text)
+
+
 def run_add(ws: Workspace, args: argparse.Namespace) -> int:
-    tracker_config = TrackerConfig(
-        provider=args.provider, path=args.path, base_url=args.base_url, token_env=args.token_env
-    )
-    project = Project(
-        name=args.name,
-        group_name=args.group_name,
-        repo=args.repo,
-        base_branch=args.base_branch,
-        deploy_branch=args.deploy_branch,
-        deploy_url=args.deploy_url,
-        tracker=tracker_config,
-    )
-    print_json({"success": True, **register_project(ws, args.group_id, project)})
+    group_id = normalize_group_id(args.group_id)
+    fields = _given(args)
+    project = Project.model_validate({**fields["project"], "tracker": TrackerConfig(**fields["tracker"])})
+    ws.create().require_writable()
+    print_json({"success": True, "workspace": str(ws.root), **register_project(ws, group_id, project)})
+    return 0
+
+
+def run_edit(ws: Workspace, args: argparse.Namespace) -> int:
+    group_id = normalize_group_id(args.group_id)
+    fields = _given(args)
+    if not fields["project"] and not fields["tracker"]:
+        raise InputError("Nothing to change: give at least one option, e.g. --repo DIR (see `devclaw project edit -h`)")
+    ws.require_writable()
+    current = ws.store.read().project(group_id)
+    tracker = current.tracker.model_copy(update=fields["tracker"])
+    if tracker.provider != current.tracker.provider and "path" not in fields["tracker"]:
+        tracker.path = None  # the old path named a project on another tracker
+    project = current.model_copy(update={**fields["project"], "tracker": tracker})
+    print_json({"success": True, **register_project(ws, group_id, Project.model_validate(project.model_dump()),
+                                                     update=True)})  # fmt: skip
+    return 0
+
+
+def _given(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The options given on the command line (None means not given), ``--repo`` made absolute."""
+    project = {field: getattr(args, option) for option, (field, _) in _PROJECT_OPTIONS.items()
+               if getattr(args, option) is not None}  # fmt: skip
+    tracker = {field: getattr(args, option) for option, (field, _) in _TRACKER_OPTIONS.items()
+               if getattr(args, option) is not None}  # fmt: skip
+    if args.provider is not None:
+        tracker["provider"] = args.provider
+    if "name" in project and not project["name"].strip():
+        raise InputError("--name must not be empty")
+    if project.get("repo"):
+        project["repo"] = absolute_repo(project["repo"])
+    return {"project": project, "tracker": tracker}
+
+
+def absolute_repo(text: str) -> str:
+    """``--repo`` as it must be stored: expanded and absolute (the gateway runs in another folder).
+    A folder that does not exist, or is not a git checkout, is only a warning: it may be cloned later."""
+    try:
+        expanded = Path(text).expanduser()
+    except RuntimeError:  # "~someone" with no such user, or no home directory at all
+        user = text[1:].split("/", 1)[0]
+        raise InputError(f"--repo {text!r}: cannot expand ~{user} (no such user or home directory)") from None
+    path = Path(os.path.normpath(expanded.absolute()))
+    if not path.is_dir():
+        print_warning(f"{path} does not exist (yet); devclaw pulls there after DEV work")
+    elif _git(str(path), "rev-parse", "--is-inside-work-tree") != "true":
+        print_warning(f"{path} is not a git checkout; devclaw pulls there after DEV work")
+    return str(path)
+
+
+def run_remove(ws: Workspace, args: argparse.Namespace) -> int:
+    ws.require_writable()
+    print_json(remove_project(ws, normalize_group_id(args.group_id), force=args.force))
     return 0
 
 
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:
-    state = ws.store.read()
-    print_json({gid: p.model_dump(mode="json", by_alias=True) for gid, p in state.projects.items()})
+    state = ws.require_existing().store.read()
+    if args.json:
+        print_json({gid: p.model_dump(mode="json", by_alias=True) for gid, p in state.projects.items()})
+        return 0
+    if not state.projects:
+        print(f"No projects in {ws.store.path}. Register one with: devclaw project add GROUP_ID --name NAME")
+        return 0
+    table = Table(("group id", "name", "tracker", "repo", "DEV", "QA"))
+    for gid, p in state.projects.items():
+        tracker = f"{p.tracker.provider}:{p.tracker.path or p.name}"
+        table.add(gid, p.name, tracker, p.repo or "-", _worker_cell(p, "dev"), _worker_cell(p, "qa"))
+    print(table.render())
     return 0
+
+
+def _worker_cell(project: Project, role: Role) -> str:
+    worker = project.worker(role)
+    return f"#{worker.issue_id}" if worker.active else "idle"

@@ -19,10 +19,11 @@ def register(sub: Any) -> None:
         help="rebuild a lost or unreadable projects.json from projects.json.bak, the audit log and the trackers",
     )
     rebuild.add_argument("--force", action="store_true", help="rebuild even if projects.json is valid")
-    rebuild.set_defaults(handler=run_rebuild)
+    rebuild.set_defaults(handler=run_rebuild, json_output=True)
 
 
 def run_rebuild(ws: Workspace, args: argparse.Namespace) -> int:
+    ws.require_writable()
     report = rebuild_state(ws, force=args.force)
     print_json(report.as_json())
     return 0

@@ -19,10 +19,14 @@ MAX_NAME = 512
 
 
 def _group_id(value: Any) -> Any:
-    # Telegram group ids are negative numbers; agents send them as numbers as often as strings.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value.strip() if isinstance(value, str) else value
+    # Agents send group ids as numbers as often as strings; devclaw.inputs is the one rule for every front end.
+    from devclaw.errors import InputError
+    from devclaw.inputs import normalize_group_id
+
+    try:
+        return normalize_group_id(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _role(value: Any) -> Any:

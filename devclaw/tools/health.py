@@ -108,17 +108,19 @@ class _TrackerView:
     tracker: Tracker | None
     active: dict[Label, dict[int, Issue]] = field(default_factory=dict)
     error: str | None = None
-    #: Issues read one by one in this run (or why not): the check under the lock reuses them.
-    reads: dict[int, Issue | DevclawError] = field(default_factory=dict)
+    #: Issues read one by one in this run (or why not), by issue and the start time of the worker they
+    #: were read for: the check under the lock reuses a read only for the same, unchanged, worker.
+    reads: dict[tuple[int, str | None], Issue | DevclawError] = field(default_factory=dict)
 
-    def get_issue(self, issue_id: int) -> Issue:
+    def get_issue(self, issue_id: int, worker_start: str | None) -> Issue:
         assert self.tracker is not None
-        if issue_id not in self.reads:
+        key = (issue_id, worker_start)
+        if key not in self.reads:
             try:
-                self.reads[issue_id] = self.tracker.get_issue(issue_id)
+                self.reads[key] = self.tracker.get_issue(issue_id)
             except DevclawError as exc:
-                self.reads[issue_id] = exc
-        found = self.reads[issue_id]
+                self.reads[key] = exc
+        found = self.reads[key]
         if isinstance(found, DevclawError):
             raise found
         return found
@@ -602,7 +604,7 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
             return _Finding(_conflict(c.project, c.group_id, listed))
         return None
     try:
-        issue = c.view.get_issue(issue_id)
+        issue = c.view.get_issue(issue_id, c.worker.start_time)
     except NotFoundError:
         report = c.report("issue_gone", "critical", f"{c.who} works on issue #{issue_id}, which was deleted")
         return _Finding(report, c.plan(report, c.freed()))
