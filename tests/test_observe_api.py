@@ -45,6 +45,7 @@ def workspace(demo: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def observer(workspace: Path) -> Iterator[Observer]:
     with Observer(workspace, "--refresh", "3600") as running:
+        running.history_read()
         wait_for(lambda: project(running.state(), GROUP)["queues"]["readAt"], "the first queue read")
         yield running
 

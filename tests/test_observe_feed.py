@@ -220,3 +220,69 @@ def test_a_move_from_the_log_is_applied_to_the_last_read(target: str, lists: dic
     assert snapshot.issues is not None
     assert {label: [i.id for i in items] for label, items in snapshot.issues.items()} == lists
     assert not snapshot.move(99, "Doing")  # an issue the last read did not list: nothing to move
+
+
+def _big_log(path: Path, chunks: float) -> int:
+    """A log of pickups over more than ``chunks`` read chunks; returns its line count."""
+    from devclaw.observe import feed
+
+    line = json.dumps(
+        {
+            "ts": "2026-11-20T10:00:00.000Z",
+            "event": "task_pickup",
+            "project": "webapp",
+            "groupId": GROUP,
+            "issue": 1,
+            "role": "dev",
+            "labelTransition": "To Do → Doing",
+        }
+    ).encode()
+    filler = _line(0).rstrip(b"\n")  # an event the history does not digest: counted, never parsed
+    count = int(chunks * feed.READ_CHUNK) // (len(line) + len(filler) + 2) + 1
+    path.write_bytes((line + b"\n" + filler + b"\n") * count)
+    return 2 * count
+
+
+def test_the_log_is_read_into_a_history_of_its_own_then_handed_over(tmp_path: Path) -> None:
+    from devclaw.observe.live import Observatory
+    from devclaw.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.memory.mkdir()
+    lines = _big_log(ws.audit.path, 2.5)
+    obs = Observatory(ws)
+    obs.load_state()
+    assert obs.history_progress() == {"ready": False, "percent": 0, "records": 0}
+    seen: list[dict[str, Any]] = []
+
+    def progress() -> None:  # called after each chunk, from the reading thread
+        seen.append({**obs.history_progress(), "served": obs.history.seq})
+
+    history, recent = obs._read_history(progress)
+    # While it read, what the pages show stayed the empty history, and the share read only grew.
+    assert [s["served"] for s in seen] == [0, 0, 0] and not any(s["ready"] for s in seen)
+    percents = [s["percent"] for s in seen]
+    assert 0 < percents[0] < percents[1] < percents[2] <= 99
+    assert history.seq == lines and len(history.issues[(GROUP, 1)].transitions) == lines // 2
+    assert recent == []  # every move is older than the server
+    obs._hand_over((history, recent))
+    assert obs.history_progress() == {"ready": True, "percent": 100, "records": lines}
+    # Following the log goes on from where the read ended: the next lines only, no byte twice.
+    with ws.audit.path.open("ab") as handle:
+        handle.write(_line(1))
+    obs._digest(obs._read_new_lines())
+    assert obs.history.seq == lines + 1 and obs.feed.bytes_read == ws.audit.path.stat().st_size
+
+
+def test_only_digested_events_are_parsed_but_every_line_is_an_event() -> None:
+    history = History(window=3)
+    assert history.add_line(_line(1).rstrip()) is None  # counted, kept, not parsed
+    assert history.add_line(b"") is None and history.add_line(b"not json") is None  # not records at all
+    record = history.add_line(
+        json.dumps({"ts": "2026-11-20T10:00:00Z", "event": "health_check", "issuesFound": 0}).encode()
+    )
+    assert record is not None and history.last_health == record
+    assert history.add_line(b'{"event": "task_pickup", damaged') is None  # found, fails to parse: skipped
+    assert history.seq == 3
+    # The window keeps the lines as written; /api/events parses them when asked, dropping a damaged one.
+    assert [(seq, r["event"]) for seq, r in history.events_after(0, 10)] == [(1, "queue_status"), (2, "health_check")]

@@ -159,8 +159,15 @@ class Site:
 
     def page(self, request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
         fragment = request.query_params.get("fragment") == "1"
-        template = self.env.get_template(f"{name}.html" if fragment else "page.html")
-        html = template.render(page=name, body=f"{name}.html", csrf=self.csrf, version=self.obs.version, **context)
+        template = self.env.get_template("content.html" if fragment else "page.html")
+        html = template.render(
+            page=name,
+            body=f"{name}.html",
+            csrf=self.csrf,
+            version=self.obs.version,
+            history=self.obs.history_progress(),
+            **context,
+        )
         return HTMLResponse(redact(html), status_code=status, headers={"Cache-Control": "no-store"})
 
     async def live(self, request: Request) -> Response:

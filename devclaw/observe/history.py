@@ -1,14 +1,19 @@
 """What the audit log says, digested one record at a time: issue timelines, daily analytics, token usage,
 triage reasons, the last health check and a window of recent events.
 
-``History.add`` is called once per record, as the feed reads it; every query reads these digests and
-never the log. Token usage is read from ``task_complete`` records that carry
+``History.add_line`` is called once per line, as the feed reads it; every query reads these digests and
+never the log. Only the lines of the events digested here (``DIGESTED``) are parsed as they are read;
+every other line is only counted and kept, as written, in the window of recent events, and parsed when
+``/api/events`` asks for it. Token usage is read from ``task_complete`` records that carry
 ``usage: {input, output, cacheRead, cacheWrite, cost}`` and ``model``; records without it count for
 nothing here.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +36,9 @@ STAGE_NAMES: dict[str, str] = {
 EVENT_WINDOW = 10_000
 #: The records that move an issue (the others, such as a refused call's ``error``, do not).
 ISSUE_EVENTS = frozenset({"task_pickup", "task_complete", "issue_label"})
+#: A byte search that finds every line of a digested event (and rarely another, which parsing then
+#: drops): json.loads costs more than the rest of the digest, and most lines of a big log need none.
+DIGESTED = re.compile(rb"task_pickup|task_complete|issue_label|health_check")
 
 
 def parse_ts(text: object) -> float | None:
@@ -194,17 +202,29 @@ class History:
         self.days: dict[tuple[str, str], DayStats] = {}  # (day, project name)
         self.usage = Usage()
         self.last_health: dict[str, Any] | None = None
-        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=window)
+        self.events: deque[tuple[int, bytes]] = deque(maxlen=window)  # (seq, the line as written)
         self.seq = 0
-        self.project_names: dict[str, str] = {}
+
+    def add_line(self, line: bytes) -> dict[str, Any] | None:
+        """Count and keep one line of the log; the record, if it is one this history digests."""
+        if not line.startswith(b"{"):
+            return None  # not a record (a blank or damaged line): the log's readers all skip such lines
+        self.seq += 1
+        self.events.append((self.seq, line))
+        if DIGESTED.search(line) is None:
+            return None
+        record = _record(line)
+        if record is not None:
+            self._digest(record)
+        return record
 
     def add(self, record: dict[str, Any]) -> None:
-        self.seq += 1
-        self.events.append((self.seq, record))
+        """As ``add_line``, for a record already parsed."""
+        self.add_line(json.dumps(record, ensure_ascii=False).encode())
+
+    def _digest(self, record: dict[str, Any]) -> None:
         event = record.get("event")
         group_id = record.get("groupId")
-        if isinstance(group_id, str) and isinstance(record.get("project"), str):
-            self.project_names[group_id] = record["project"]
         if event == "health_check":
             self.last_health = record
             return
@@ -274,5 +294,19 @@ class History:
         if not self.events or after >= self.seq:
             return []
         first = self.events[0][0]
-        start = max(0, after + 1 - first)
-        return [self.events[i] for i in range(start, min(len(self.events), start + limit))]
+        found = []
+        for seq, line in itertools.islice(self.events, max(0, after + 1 - first), None):
+            record = _record(line)
+            if record is not None:
+                found.append((seq, record))
+                if len(found) == limit:
+                    break
+        return found
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # damaged: skipped, as every reader of the log does
+    return record if isinstance(record, dict) else None

@@ -37,6 +37,7 @@ def state_view(obs: Observatory, now: float | None = None) -> dict[str, Any]:
         "stateError": obs.state_error,
         "refreshSeconds": obs.settings.refresh,
         "auditRecords": obs.history.seq,
+        "history": obs.history_progress(),
         "health": _health(obs.history.last_health, None, now),
         "projects": [project_view(obs, gid, project, now) for gid, project in obs.state.projects.items()],
     }
