@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from devclaw.audit import AuditLog
 from devclaw.observe.board import IssueItem, QueueSnapshot, worker_rows
 from devclaw.observe.feed import AuditFeed
 from devclaw.observe.history import History
-from devclaw.state import Project, Worker
+from devclaw.state import Project, ProjectsFile, Worker
 
 GROUP = "-100"
 
@@ -286,3 +287,38 @@ def test_only_digested_events_are_parsed_but_every_line_is_an_event() -> None:
     assert history.seq == 3
     # The window keeps the lines as written; /api/events parses them when asked, dropping a damaged one.
     assert [(seq, r["event"]) for seq, r in history.events_after(0, 10)] == [(1, "queue_status"), (2, "health_check")]
+
+
+def test_a_cached_live_page_has_its_times_since_worked_out_again_for_each_answer(tmp_path: Path) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from devclaw.observe.app import Site, _times_since
+    from devclaw.observe.live import Observatory
+    from devclaw.workspace import Workspace
+
+    html = '<td><span data-since="2026-11-20T10:00:00Z">1s</span></td> <span data-since="None">–</span>'
+    at = datetime.fromisoformat("2026-11-20T10:00:00+00:00").timestamp()
+    assert _times_since(html, at + 3725) == (
+        '<td><span data-since="2026-11-20T10:00:00Z">1h 02m</span></td> <span data-since="None">–</span>'
+    )
+    # An active worker in grace: the page rendered now holds until its grace ends, then is rendered again.
+    ws = Workspace(tmp_path)
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    state = ProjectsFile()
+    state.projects[GROUP] = Project(
+        name="webapp",
+        workers={"dev": [Worker(active=True, issue_id="1", start_time=started.isoformat().replace("+00:00", "Z"))]},
+    )
+    ws.memory.mkdir()
+    with ws.store.locked():
+        ws.store.write(state)
+    obs = Observatory(ws)
+    obs.load_state()
+    site = Site(obs, None)
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []}
+    answer = asyncio.run(site.live(Request(scope)))
+    assert b"in grace" in answer.body
+    grace = obs.state.health.grace_minutes * 60
+    assert abs(site._live_pages[False].expires_at - (started.timestamp() + grace)) < 2
