@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import statistics
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,22 +71,52 @@ class Stage:
         return (self.end if self.end is not None else now) - self.start
 
 
+#: Each distinct kind of move, (source, target, role, event), once for the whole process: a million
+#: lines hold a handful of them, so an issue keeps a number per move instead of a record.
+_MOVE_KINDS: list[tuple[str, str, str, str]] = []
+_MOVE_KIND_NUMBERS: dict[tuple[str, str, str, str], int] = {}
+
+
+def _move_kind(kind: tuple[str, str, str, str]) -> int:
+    number = _MOVE_KIND_NUMBERS.get(kind)
+    if number is None:
+        number = _MOVE_KIND_NUMBERS[kind] = len(_MOVE_KINDS)
+        _MOVE_KINDS.append(kind)
+    return number
+
+
 @dataclass(slots=True)
 class IssueHistory:
+    """One issue's moves, packed (a time and a kind number each: about 12 bytes a move, where a record
+    would take over a hundred), and the few figures the pages need."""
+
     group_id: str
     project: str
     issue: int
     title: str = ""
-    transitions: list[Transition] = field(default_factory=list)
+    move_times: array[float] = field(default_factory=lambda: array("d"))
+    move_kinds: array[int] = field(default_factory=lambda: array("I"))
     first_pickup: float | None = None
     done_at: float | None = None
     qa_fails: int = 0
     last_feedback: str | None = None
     braked: bool = False
 
+    def add_move(self, at: float, source: str, target: str, role: str, event: str) -> None:
+        self.move_times.append(at)
+        self.move_kinds.append(_move_kind((source, target, role, event)))
+
+    @property
+    def transitions(self) -> list[Transition]:
+        return [Transition(at, *_MOVE_KINDS[kind]) for at, kind in zip(self.move_times, self.move_kinds, strict=True)]
+
+    @property
+    def last_move_at(self) -> float | None:
+        return self.move_times[-1] if self.move_times else None
+
     @property
     def roles(self) -> set[str]:
-        return {t.role for t in self.transitions if t.role}
+        return {role for kind in set(self.move_kinds) if (role := _MOVE_KINDS[kind][2])}
 
     @property
     def cycle_seconds(self) -> float | None:
@@ -96,7 +127,8 @@ class IssueHistory:
     def stages(self) -> list[Stage]:
         """Each stretch the issue sat on one label, between two moves (the last one still open)."""
         stages = []
-        for current, following in zip(self.transitions, [*self.transitions[1:], None], strict=True):
+        moves = self.transitions
+        for current, following in zip(moves, [*moves[1:], None], strict=True):
             if current.target not in STAGE_NAMES:
                 continue  # Done: the end, not a stage
             end = following.at if following is not None else None
@@ -170,7 +202,7 @@ class Usage:
     by_day: dict[str, UsageTotals] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> None:
-        project = str(record.get("project") or record.get("groupId") or "?")
+        project = intern(str(record.get("project") or record.get("groupId") or "?"))
         issue = record.get("issue")
         keys: list[tuple[dict[Any, UsageTotals], Any]] = [
             (self.by_role, str(record.get("role") or "?")),
@@ -241,12 +273,13 @@ class History:
             self._move(issue, record, at, role="")
 
     def _issue(self, group_id: str, issue_id: int, record: dict[str, Any]) -> IssueHistory:
-        key = (group_id, issue_id)
+        key = (intern(group_id), issue_id)  # one copy of each group id, whatever the number of issues
         issue = self.issues.get(key)
         if issue is None:
-            issue = self.issues[key] = IssueHistory(group_id, group_id, issue_id)
+            issue = self.issues[key] = IssueHistory(key[0], key[0], issue_id)
         if isinstance(record.get("project"), str):
-            issue.project = record["project"]  # the name as of the latest record: a project can be renamed
+            # The name as of the latest record (a project can be renamed); one copy of each name.
+            issue.project = intern(record["project"])
         return issue
 
     def _pickup(self, issue: IssueHistory, record: dict[str, Any], at: float) -> None:
@@ -285,10 +318,7 @@ class History:
         if not isinstance(move, str) or " → " not in move:
             return
         source, target = move.split(" → ", 1)
-        # A million lines hold a handful of distinct labels, roles and events: keep one copy of each.
-        issue.transitions.append(
-            Transition(at, intern(source), intern(target), intern(role), intern(str(record.get("event"))))
-        )
+        issue.add_move(at, source, target, role, str(record.get("event")))
 
     def events_after(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         if not self.events or after >= self.seq:

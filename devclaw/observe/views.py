@@ -143,7 +143,7 @@ class TimelineFilter:
             return False
         if self.role and self.role not in issue.roles:
             return False
-        days = [datetime.fromtimestamp(t.at, UTC).date() for t in issue.transitions]
+        days = [datetime.fromtimestamp(at, UTC).date() for at in issue.move_times]
         if self.since and not any(day >= self.since for day in days):
             return False
         return not (self.until and not any(day <= self.until for day in days))
@@ -151,8 +151,8 @@ class TimelineFilter:
 
 def timeline_view(obs: Observatory, chosen: TimelineFilter, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    issues = [issue for issue in obs.history.issues.values() if issue.transitions and chosen.keeps(issue)]
-    issues.sort(key=lambda issue: issue.transitions[-1].at, reverse=True)
+    issues = [issue for issue in obs.history.issues.values() if issue.move_times and chosen.keeps(issue)]
+    issues.sort(key=lambda issue: issue.last_move_at or 0.0, reverse=True)
     return {
         "matching": len(issues),
         "shown": min(len(issues), TIMELINE_LIMIT),
