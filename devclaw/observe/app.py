@@ -139,7 +139,10 @@ def _percent(value: float | None) -> str:
 
 
 def _templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    # Templates are files of the package: no need to stat them on every render (auto_reload).
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
+    )
     env.filters["duration"] = _duration
     env.filters["percent"] = _percent
     env.globals.update(pages=PAGES, roles=ROLES)
