@@ -434,3 +434,15 @@ def test_open_hands_the_address_to_the_browser(workspace: Path, tmp_path: Path) 
         wait_for(lambda: opened.exists() and opened.read_text(), "the browser to be started")
         assert opened.read_text().splitlines() == [observer.url + "/"]
         assert observer.get("/").status == 200
+
+
+def test_a_log_that_cannot_be_read_is_said_and_the_board_still_shows(workspace: Path) -> None:
+    log = workspace / "memory" / "audit.log"
+    log.unlink()
+    log.mkdir()  # opening it fails, even for root
+    with Observer(workspace, "--refresh", "3600") as observer:
+        history = wait_for(lambda: observer.state()["history"]["error"] and observer.state()["history"], "the error")
+        assert history["ready"] is False and str(log) in history["error"]
+        wait_for(lambda: project(observer.state(), GROUP)["queues"]["readAt"], "the first queue read")
+        page = observer.get("/").text
+        assert "the audit log cannot be read" in page and "queues read" in page

@@ -184,7 +184,9 @@ def test_usage_is_summed_by_task_role_model_project_and_day() -> None:
         "tasksWithoutCost": 1,
     }
     assert usage.by_model["m/opus"].cost == 0.75 and usage.by_role["qa"].tasks == 1
-    assert usage.by_task[("webapp", 2)].tasks == 3 and usage.by_day["2026-11-20"].tasks == 3
+    task = history.issues[(GROUP, 2)].usage
+    assert task is not None and (task.tasks, task.cost, task.cost_missing) == (3, 0.75, 1)
+    assert usage.by_day["2026-11-20"].tasks == 3
 
 
 def test_events_after_is_a_bounded_window() -> None:
@@ -253,7 +255,7 @@ def test_the_log_is_read_into_a_history_of_its_own_then_handed_over(tmp_path: Pa
     lines = _big_log(ws.audit.path, 2.5)
     obs = Observatory(ws)
     obs.load_state()
-    assert obs.history_progress() == {"ready": False, "percent": 0, "records": 0}
+    assert obs.history_progress() == {"ready": False, "percent": 0, "error": None, "records": 0}
     seen: list[dict[str, Any]] = []
 
     def progress() -> None:  # called after each chunk, from the reading thread
@@ -267,7 +269,7 @@ def test_the_log_is_read_into_a_history_of_its_own_then_handed_over(tmp_path: Pa
     assert history.seq == lines and len(history.issues[(GROUP, 1)].transitions) == lines // 2
     assert recent == []  # every move is older than the server
     obs._hand_over((history, recent))
-    assert obs.history_progress() == {"ready": True, "percent": 100, "records": lines}
+    assert obs.history_progress() == {"ready": True, "percent": 100, "error": None, "records": lines}
     # Following the log goes on from where the read ended: the next lines only, no byte twice.
     with ws.audit.path.open("ab") as handle:
         handle.write(_line(1))

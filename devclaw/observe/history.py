@@ -101,6 +101,7 @@ class IssueHistory:
     qa_fails: int = 0
     last_feedback: str | None = None
     braked: bool = False
+    usage: UsageTotals | None = None  # the tokens and cost of its tasks, once one records them
 
     def add_move(self, at: float, source: str, target: str, role: str, event: str) -> None:
         self.move_times.append(at)
@@ -176,6 +177,15 @@ class UsageTotals:
         else:
             self.cost += cost
 
+    def merge(self, other: UsageTotals) -> None:
+        self.tasks += other.tasks
+        self.input += other.input
+        self.output += other.output
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        self.cost += other.cost
+        self.cost_missing += other.cost_missing
+
     def as_json(self) -> dict[str, Any]:
         return {
             "tasks": self.tasks,
@@ -195,23 +205,20 @@ def _count(value: object) -> int:
 @dataclass
 class Usage:
     total: UsageTotals = field(default_factory=UsageTotals)
-    by_task: dict[tuple[str, int], UsageTotals] = field(default_factory=dict)
     by_role: dict[str, UsageTotals] = field(default_factory=dict)
     by_model: dict[str, UsageTotals] = field(default_factory=dict)
     by_project: dict[str, UsageTotals] = field(default_factory=dict)
     by_day: dict[str, UsageTotals] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> None:
-        project = intern(str(record.get("project") or record.get("groupId") or "?"))
-        issue = record.get("issue")
+    def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> UsageTotals:
+        """Count one task's usage in every table; the task's own totals (for its issue to add up)."""
+        project = str(record.get("project") or record.get("groupId") or "?")
         keys: list[tuple[dict[Any, UsageTotals], Any]] = [
             (self.by_role, str(record.get("role") or "?")),
             (self.by_model, str(record.get("model") or "unknown model")),
             (self.by_project, project),
             (self.by_day, day),
         ]
-        if isinstance(issue, int):
-            keys.append((self.by_task, (project, issue)))
         counts = (
             _count(usage.get("input")),
             _count(usage.get("output")),
@@ -226,6 +233,9 @@ class Usage:
             if totals is None:
                 totals = table[key] = UsageTotals()
             totals.add(counts, price)
+        task = UsageTotals()
+        task.add(counts, price)
+        return task
 
 
 class History:
@@ -295,7 +305,11 @@ class History:
         stats = self.days.setdefault((day, issue.project), DayStats())
         result = record.get("result")
         if isinstance(record.get("usage"), dict):
-            self.usage.add(record, record["usage"], day)
+            task = self.usage.add(record, record["usage"], day)
+            if issue.usage is None:
+                issue.usage = task
+            else:
+                issue.usage.merge(task)
         if record.get("role") != "qa":
             return
         summary = record.get("summary")

@@ -45,6 +45,7 @@ class Observatory:
         self.feed = AuditFeed(ws.audit)
         self.history = History()
         self.history_ready = False
+        self.history_error: str | None = None  # why the log written before start-up cannot be read
         self.history_total_bytes = 0  # what the background read has to read, as it started
         self.board = Board()
         self.state = ProjectsFile()
@@ -71,6 +72,7 @@ class Observatory:
         return {
             "ready": self.history_ready,
             "percent": percent,
+            "error": self.history_error,
             "records": self.history.seq,
         }
 
@@ -89,7 +91,12 @@ class Observatory:
         def progress() -> None:
             loop.call_soon_threadsafe(self.bump)  # pages show the share read
 
-        read = await asyncio.to_thread(self._read_history, progress)
+        try:
+            read = await asyncio.to_thread(self._read_history, progress)
+        except OSError as exc:
+            self.history_error = redact(f"{exc.strerror or exc} ({exc.filename})")
+            self.bump()
+            return
         self._hand_over(read)
         self.bump()
 

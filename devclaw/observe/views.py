@@ -3,6 +3,7 @@ API returns them, so the two never disagree. Nothing here reads a file or a trac
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -225,7 +226,8 @@ def _day_row(day: str, project: str | None, stats: DayStats) -> dict[str, Any]:
 def cost_view(obs: Observatory) -> dict[str, Any]:
     usage = obs.history.usage
     recorded = usage.total.tasks > 0
-    tasks = sorted(usage.by_task.items(), key=lambda kv: (kv[1].cost, kv[1].input + kv[1].output), reverse=True)
+    tasks = [issue for issue in obs.history.issues.values() if issue.usage is not None]
+    top = heapq.nlargest(TOP_TASKS, tasks, key=lambda issue: _costliest(issue.usage))
     return {
         "recorded": recorded,
         "note": None if recorded else NO_USAGE_NOTE,
@@ -234,13 +236,21 @@ def cost_view(obs: Observatory) -> dict[str, Any]:
         "byModel": _table(usage.by_model),
         "byProject": _table(usage.by_project),
         "byDay": [{"key": day, **totals.as_json()} for day, totals in sorted(usage.by_day.items())],
-        "byTask": [{"project": p, "issue": i, **totals.as_json()} for (p, i), totals in tasks[:TOP_TASKS]],
-        "tasksWithUsage": len(usage.by_task),
+        "byTask": [
+            {"groupId": i.group_id, "project": i.project, "issue": i.issue, **i.usage.as_json()}
+            for i in top
+            if i.usage is not None
+        ],
+        "tasksWithUsage": len(tasks),
     }
 
 
+def _costliest(totals: UsageTotals | None) -> tuple[float, int]:
+    return (totals.cost, totals.input + totals.output) if totals is not None else (0.0, 0)
+
+
 def _table(table: dict[str, UsageTotals]) -> list[dict[str, Any]]:
-    ordered = sorted(table.items(), key=lambda kv: (kv[1].cost, kv[1].input + kv[1].output), reverse=True)
+    ordered = sorted(table.items(), key=lambda kv: _costliest(kv[1]), reverse=True)
     return [{"key": key, **totals.as_json()} for key, totals in ordered]
 
 
