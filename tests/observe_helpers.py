@@ -87,10 +87,14 @@ class Observer:
     def get(self, path: str, **headers: str) -> Answer:
         return self.request("GET", path, headers=headers)
 
-    def state(self) -> Any:
-        answer = self.get("/api/state")
+    def state(self, **headers: str) -> Any:
+        answer = self.get("/api/state", **headers)
         assert answer.status == 200, answer.text
         return answer.json()
+
+    def history_read(self, **headers: str) -> Any:
+        """Wait until the background read of the audit log is done (the server answers before it)."""
+        return wait_for(lambda: self.state(**headers)["history"]["ready"], "the audit log to be read")
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -45,6 +45,7 @@ def workspace(demo: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def observer(workspace: Path) -> Iterator[Observer]:
     with Observer(workspace, "--refresh", "3600") as running:
+        running.history_read()
         wait_for(lambda: project(running.state(), GROUP)["queues"]["readAt"], "the first queue read")
         yield running
 
@@ -388,3 +389,60 @@ def test_docs_name_every_page_and_endpoint() -> None:
     paths = [route.path for route in Site.__new__(Site).routes() if route.path != "/static"]
     named = [path for path in paths if re.search(rf"[ `(]{re.escape(path)}[`?) ]", doc)]
     assert named == paths
+
+
+REFRESH = 2.0
+
+
+def test_queues_are_read_at_most_once_per_refresh_window(
+    remote_workspace: tuple[Path, FakeGitLab, FakeServer, str],
+) -> None:
+    root, fake, _, _ = remote_workspace
+    with Observer(root, "--refresh", str(REFRESH), env={"GITLAB_TOKEN": fake.token}) as observer:
+        seen: dict[int, str] = {}  # trackerReads -> readAt of that read
+
+        def reads() -> int:
+            for path in PAGES:  # page views all along: none of them may add a read
+                assert observer.get(path).status == 200
+            queues = project(observer.state(), "-1001")["queues"]
+            if queues["readAt"] is not None:
+                seen.setdefault(queues["trackerReads"], queues["readAt"])
+            return int(queues["trackerReads"])
+
+        wait_for(lambda: reads() >= 4, "four reads of the api project", timeout=60)
+        per_read = [r.path for r in fake.log if r.method == "GET"]
+        assert len(per_read) == reads() * len(set(per_read)), per_read  # one listing a read, nothing else
+        first, last = min(seen), max(seen)
+        span = _seconds(seen[last]) - _seconds(seen[first])
+        # Reads start at least REFRESH apart (a loaded machine only spaces them more); readAt has whole seconds.
+        assert span >= (last - first) * REFRESH - 1, seen
+
+
+def _seconds(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_open_hands_the_address_to_the_browser(workspace: Path, tmp_path: Path) -> None:
+    # Python's webbrowser runs $BROWSER with the address: a script that writes down what it was given.
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {opened}\n')
+    browser.chmod(0o755)
+    with Observer(workspace, "--open", env={"BROWSER": str(browser)}) as observer:
+        wait_for(lambda: opened.exists() and opened.read_text(), "the browser to be started")
+        assert opened.read_text().splitlines() == [observer.url + "/"]
+        assert observer.get("/").status == 200
+
+
+def test_a_log_that_cannot_be_read_is_said_and_the_board_still_shows(workspace: Path) -> None:
+    log = workspace / "memory" / "audit.log"
+    log.unlink()
+    log.mkdir()  # opening it fails, even for root
+    with Observer(workspace, "--refresh", "3600") as observer:
+        history = wait_for(lambda: observer.state()["history"]["error"] and observer.state()["history"], "the error")
+        assert history["ready"] is False and str(log) in history["error"]
+        wait_for(lambda: project(observer.state(), GROUP)["queues"]["readAt"], "the first queue read")
+        page = observer.get("/").text
+        assert "the audit log cannot be read" in page and "queues read" in page

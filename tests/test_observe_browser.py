@@ -67,6 +67,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 def demo_observer(tmp_path: Path) -> Iterator[tuple[Observer, Path]]:
     root = make_demo(tmp_path / "demo")
     with Observer(root, "--refresh", "3600") as observer:
+        observer.history_read()  # so the screenshots show the whole history, not the read under way
         yield observer, root
 
 

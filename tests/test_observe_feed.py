@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from devclaw.audit import AuditLog
 from devclaw.observe.board import IssueItem, QueueSnapshot, worker_rows
 from devclaw.observe.feed import AuditFeed
 from devclaw.observe.history import History
-from devclaw.state import Project, Worker
+from devclaw.state import Project, ProjectsFile, Worker
 
 GROUP = "-100"
 
@@ -183,7 +184,9 @@ def test_usage_is_summed_by_task_role_model_project_and_day() -> None:
         "tasksWithoutCost": 1,
     }
     assert usage.by_model["m/opus"].cost == 0.75 and usage.by_role["qa"].tasks == 1
-    assert usage.by_task[("webapp", 2)].tasks == 3 and usage.by_day["2026-11-20"].tasks == 3
+    task = history.issues[(GROUP, 2)].usage
+    assert task is not None and (task.tasks, task.cost, task.cost_missing) == (3, 0.75, 1)
+    assert usage.by_day["2026-11-20"].tasks == 3
 
 
 def test_events_after_is_a_bounded_window() -> None:
@@ -220,3 +223,104 @@ def test_a_move_from_the_log_is_applied_to_the_last_read(target: str, lists: dic
     assert snapshot.issues is not None
     assert {label: [i.id for i in items] for label, items in snapshot.issues.items()} == lists
     assert not snapshot.move(99, "Doing")  # an issue the last read did not list: nothing to move
+
+
+def _big_log(path: Path, chunks: float) -> int:
+    """A log of pickups over more than ``chunks`` read chunks; returns its line count."""
+    from devclaw.observe import feed
+
+    line = json.dumps(
+        {
+            "ts": "2026-11-20T10:00:00.000Z",
+            "event": "task_pickup",
+            "project": "webapp",
+            "groupId": GROUP,
+            "issue": 1,
+            "role": "dev",
+            "labelTransition": "To Do → Doing",
+        }
+    ).encode()
+    filler = _line(0).rstrip(b"\n")  # an event the history does not digest: counted, never parsed
+    count = int(chunks * feed.READ_CHUNK) // (len(line) + len(filler) + 2) + 1
+    path.write_bytes((line + b"\n" + filler + b"\n") * count)
+    return 2 * count
+
+
+def test_the_log_is_read_into_a_history_of_its_own_then_handed_over(tmp_path: Path) -> None:
+    from devclaw.observe.live import Observatory
+    from devclaw.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.memory.mkdir()
+    lines = _big_log(ws.audit.path, 2.5)
+    obs = Observatory(ws)
+    obs.load_state()
+    assert obs.history_progress() == {"ready": False, "percent": 0, "error": None, "records": 0}
+    seen: list[dict[str, Any]] = []
+
+    def progress() -> None:  # called after each chunk, from the reading thread
+        seen.append({**obs.history_progress(), "served": obs.history.seq})
+
+    history, recent = obs._read_history(progress)
+    # While it read, what the pages show stayed the empty history, and the share read only grew.
+    assert [s["served"] for s in seen] == [0, 0, 0] and not any(s["ready"] for s in seen)
+    percents = [s["percent"] for s in seen]
+    assert 0 < percents[0] < percents[1] < percents[2] <= 99
+    assert history.seq == lines and len(history.issues[(GROUP, 1)].transitions) == lines // 2
+    assert recent == []  # every move is older than the server
+    obs._hand_over((history, recent))
+    assert obs.history_progress() == {"ready": True, "percent": 100, "error": None, "records": lines}
+    # Following the log goes on from where the read ended: the next lines only, no byte twice.
+    with ws.audit.path.open("ab") as handle:
+        handle.write(_line(1))
+    obs._digest(obs._read_new_lines())
+    assert obs.history.seq == lines + 1 and obs.feed.bytes_read == ws.audit.path.stat().st_size
+
+
+def test_only_digested_events_are_parsed_but_every_line_is_an_event() -> None:
+    history = History(window=3)
+    assert history.add_line(_line(1).rstrip()) is None  # counted, kept, not parsed
+    assert history.add_line(b"") is None and history.add_line(b"not json") is None  # not records at all
+    record = history.add_line(
+        json.dumps({"ts": "2026-11-20T10:00:00Z", "event": "health_check", "issuesFound": 0}).encode()
+    )
+    assert record is not None and history.last_health == record
+    assert history.add_line(b'{"event": "task_pickup", damaged') is None  # found, fails to parse: skipped
+    assert history.seq == 3
+    # The window keeps the lines as written; /api/events parses them when asked, dropping a damaged one.
+    assert [(seq, r["event"]) for seq, r in history.events_after(0, 10)] == [(1, "queue_status"), (2, "health_check")]
+
+
+def test_a_cached_live_page_has_its_times_since_worked_out_again_for_each_answer(tmp_path: Path) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from devclaw.observe.app import Site, _times_since
+    from devclaw.observe.live import Observatory
+    from devclaw.workspace import Workspace
+
+    html = '<td><span data-since="2026-11-20T10:00:00Z">1s</span></td> <span data-since="None">–</span>'
+    at = datetime.fromisoformat("2026-11-20T10:00:00+00:00").timestamp()
+    assert _times_since(html, at + 3725) == (
+        '<td><span data-since="2026-11-20T10:00:00Z">1h 02m</span></td> <span data-since="None">–</span>'
+    )
+    # An active worker in grace: the page rendered now holds until its grace ends, then is rendered again.
+    ws = Workspace(tmp_path)
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    state = ProjectsFile()
+    state.projects[GROUP] = Project(
+        name="webapp",
+        workers={"dev": [Worker(active=True, issue_id="1", start_time=started.isoformat().replace("+00:00", "Z"))]},
+    )
+    ws.memory.mkdir()
+    with ws.store.locked():
+        ws.store.write(state)
+    obs = Observatory(ws)
+    obs.load_state()
+    site = Site(obs, None)
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": []}
+    answer = asyncio.run(site.live(Request(scope)))
+    assert b"in grace" in answer.body
+    grace = obs.state.health.grace_minutes * 60
+    assert abs(site._live_pages[False].expires_at - (started.timestamp() + grace)) < 2

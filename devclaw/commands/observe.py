@@ -96,7 +96,7 @@ async def _serve(ws: Workspace, sock: socket.socket, args: argparse.Namespace, t
     from devclaw.observe.live import Observatory, Settings
 
     obs = Observatory(ws, Settings(refresh=args.refresh))
-    await asyncio.to_thread(obs.load)  # the whole log once, before the first answer
+    obs.load_state()  # the log is read in the background, once the server answers
     app = build_app(obs, token=token, loopback=is_loopback(args.host))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=2, lifespan="on", server_header=False
@@ -109,7 +109,8 @@ async def _serve(ws: Workspace, sock: socket.socket, args: argparse.Namespace, t
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in str(host) else host
         url = f"http://{shown}:{port}/"
-        print(f"devclaw observe: {url} (workspace {ws.root}; {obs.history.seq} audit records read)", flush=True)
+        mib = obs.history_total_bytes / 2**20
+        print(f"devclaw observe: {url} (workspace {ws.root}; reading {mib:.1f} MiB of audit log)", flush=True)
         if args.open:
             webbrowser.open(url)
     await serving

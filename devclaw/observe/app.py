@@ -16,9 +16,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
+import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from devclaw.commands.issue import label_issue
 from devclaw.errors import DevclawError, InputError, NotFoundError, error_payload
 from devclaw.observe import charts
+from devclaw.observe.history import parse_ts
 from devclaw.observe.live import Observatory
 from devclaw.observe.views import (
     TimelineFilter,
@@ -61,6 +66,9 @@ PAGES = (
     ("analytics", "/analytics", "Analytics"),
     ("triage", "/triage", "Triage"),
 )
+#: A time since something, the one text of the Live page that changes with the clock alone: a cached
+#: page has each one worked out again for every answer (and the page's script keeps them ticking).
+SINCE = re.compile(r'<span data-since="([^"<>]*)">[^<]*</span>')
 
 
 class TokenGate:
@@ -118,16 +126,34 @@ def _duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def _times_since(html: str, now: float) -> str:
+    def since(match: re.Match[str]) -> str:
+        at = parse_ts(match[1])
+        return match[0] if at is None else f'<span data-since="{match[1]}">{_duration(now - at)}</span>'
+
+    return SINCE.sub(since, html)
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
 
 def _templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
+    # Templates are files of the package: no need to stat them on every render (auto_reload).
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
+    )
     env.filters["duration"] = _duration
     env.filters["percent"] = _percent
     env.globals.update(pages=PAGES, roles=ROLES)
     return env
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    key: tuple[Any, ...]  # what it was rendered from: the observatory's version and the history's progress
+    html: str  # rendered and redacted
+    expires_at: float  # when a badge worked out from the clock ("in grace") may first change
 
 
 class Site:
@@ -138,6 +164,7 @@ class Site:
         self.token = token
         self.csrf = secrets.token_urlsafe(32)
         self.env = _templates()
+        self._live_pages: dict[bool, RenderedPage] = {}  # by fragment or whole page
 
     def routes(self) -> list[Route | Mount]:
         return [
@@ -158,13 +185,42 @@ class Site:
     # --- pages --------------------------------------------------------------------------------
 
     def page(self, request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-        fragment = request.query_params.get("fragment") == "1"
-        template = self.env.get_template(f"{name}.html" if fragment else "page.html")
-        html = template.render(page=name, body=f"{name}.html", csrf=self.csrf, version=self.obs.version, **context)
-        return HTMLResponse(redact(html), status_code=status, headers={"Cache-Control": "no-store"})
+        html = self.render(request.query_params.get("fragment") == "1", name, **context)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def render(self, fragment: bool, name: str, **context: Any) -> str:
+        template = self.env.get_template("content.html" if fragment else "page.html")
+        html = template.render(
+            page=name,
+            body=f"{name}.html",
+            csrf=self.csrf,
+            version=self.obs.version,
+            history=self.obs.history_progress(),
+            **context,
+        )
+        return redact(html)
 
     async def live(self, request: Request) -> Response:
-        return self.page(request, "live", state=state_view(self.obs), labels=[label.value for label in _shown()])
+        # The page most looked at, and the costliest to render (every project's card): rendered once per
+        # change of the observatory (projects.json, the log, a queue read), not once per view.
+        fragment, now = request.query_params.get("fragment") == "1", time.time()
+        key = (self.obs.version, *self.obs.history_progress().values())
+        rendered = self._live_pages.get(fragment)
+        if rendered is None or rendered.key != key or now >= rendered.expires_at:
+            state = state_view(self.obs, now)
+            html = self.render(fragment, "live", state=state, labels=[label.value for label in _shown()])
+            rendered = self._live_pages[fragment] = RenderedPage(key, html, self._grace_ends(state, now))
+        return HTMLResponse(_times_since(rendered.html, now), headers={"Cache-Control": "no-store"})
+
+    def _grace_ends(self, state: dict[str, Any], now: float) -> float:
+        grace = self.obs.state.health.grace_minutes * 60
+        ends = [
+            now + grace - worker["elapsedSeconds"]
+            for project in state["projects"]
+            for worker in project["workers"]
+            if worker["inGrace"]
+        ]
+        return min(ends, default=math.inf)
 
     async def timeline(self, request: Request) -> Response:
         try:

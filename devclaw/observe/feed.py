@@ -33,7 +33,13 @@ class AuditFeed:
         return [record for batch in self.batches() for record in batch]
 
     def batches(self) -> Iterator[list[dict[str, Any]]]:
-        """As ``poll``, a chunk (a few MiB) at a time: reading a big log at start-up never holds it whole."""
+        """As ``poll``, a chunk (a few MiB) at a time."""
+        for lines in self.line_batches():
+            yield _parse(lines)
+
+    def line_batches(self) -> Iterator[list[bytes]]:
+        """The whole lines appended since the last call, unparsed, a chunk (a few MiB) at a time: reading
+        a big log never holds it whole, and the caller parses only the lines it needs."""
         seen: set[FileKey] = set()
         for path in self.log.files():
             key = yield from self._read_file(path)
@@ -53,7 +59,18 @@ class AuditFeed:
                 return True
         return False
 
-    def _read_file(self, path: Path) -> Generator[list[dict[str, Any]], None, FileKey | None]:
+    def unread_bytes(self) -> int:
+        """How many bytes of the log this feed has still to read (a stat per file)."""
+        unread = 0
+        for path in self.log.files():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            unread += max(0, stat.st_size - self.offsets.get((stat.st_dev, stat.st_ino), 0))
+        return unread
+
+    def _read_file(self, path: Path) -> Generator[list[bytes], None, FileKey | None]:
         try:
             handle = path.open("rb")
         except FileNotFoundError:
@@ -76,16 +93,16 @@ class AuditFeed:
                 self.bytes_read += len(whole)
                 offset += len(whole)
                 self.offsets[key] = offset
-                yield _parse(whole)
+                yield whole.splitlines()
                 if end + 1 < len(chunk):
                     handle.seek(offset)
             self.offsets[key] = offset
         return key
 
 
-def _parse(data: bytes) -> list[dict[str, Any]]:
+def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
     records = []
-    for line in data.splitlines():
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:

@@ -1,15 +1,21 @@
 """What the audit log says, digested one record at a time: issue timelines, daily analytics, token usage,
 triage reasons, the last health check and a window of recent events.
 
-``History.add`` is called once per record, as the feed reads it; every query reads these digests and
-never the log. Token usage is read from ``task_complete`` records that carry
+``History.add_line`` is called once per line, as the feed reads it; every query reads these digests and
+never the log. Only the lines of the events digested here (``DIGESTED``) are parsed as they are read;
+every other line is only counted and kept, as written, in the window of recent events, and parsed when
+``/api/events`` asks for it. Token usage is read from ``task_complete`` records that carry
 ``usage: {input, output, cacheRead, cacheWrite, cost}`` and ``model``; records without it count for
 nothing here.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 import statistics
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +37,9 @@ STAGE_NAMES: dict[str, str] = {
 EVENT_WINDOW = 10_000
 #: The records that move an issue (the others, such as a refused call's ``error``, do not).
 ISSUE_EVENTS = frozenset({"task_pickup", "task_complete", "issue_label"})
+#: A byte search that finds every line of a digested event (and rarely another, which parsing then
+#: drops): json.loads costs more than the rest of the digest, and most lines of a big log need none.
+DIGESTED = re.compile(rb"task_pickup|task_complete|issue_label|health_check")
 
 
 def parse_ts(text: object) -> float | None:
@@ -62,22 +71,53 @@ class Stage:
         return (self.end if self.end is not None else now) - self.start
 
 
+#: Each distinct kind of move, (source, target, role, event), once for the whole process: a million
+#: lines hold a handful of them, so an issue keeps a number per move instead of a record.
+_MOVE_KINDS: list[tuple[str, str, str, str]] = []
+_MOVE_KIND_NUMBERS: dict[tuple[str, str, str, str], int] = {}
+
+
+def _move_kind(kind: tuple[str, str, str, str]) -> int:
+    number = _MOVE_KIND_NUMBERS.get(kind)
+    if number is None:
+        number = _MOVE_KIND_NUMBERS[kind] = len(_MOVE_KINDS)
+        _MOVE_KINDS.append(kind)
+    return number
+
+
 @dataclass(slots=True)
 class IssueHistory:
+    """One issue's moves, packed (a time and a kind number each: about 12 bytes a move, where a record
+    would take over a hundred), and the few figures the pages need."""
+
     group_id: str
     project: str
     issue: int
     title: str = ""
-    transitions: list[Transition] = field(default_factory=list)
+    move_times: array[float] = field(default_factory=lambda: array("d"))
+    move_kinds: array[int] = field(default_factory=lambda: array("I"))
     first_pickup: float | None = None
     done_at: float | None = None
     qa_fails: int = 0
     last_feedback: str | None = None
     braked: bool = False
+    usage: UsageTotals | None = None  # the tokens and cost of its tasks, once one records them
+
+    def add_move(self, at: float, source: str, target: str, role: str, event: str) -> None:
+        self.move_times.append(at)
+        self.move_kinds.append(_move_kind((source, target, role, event)))
+
+    @property
+    def transitions(self) -> list[Transition]:
+        return [Transition(at, *_MOVE_KINDS[kind]) for at, kind in zip(self.move_times, self.move_kinds, strict=True)]
+
+    @property
+    def last_move_at(self) -> float | None:
+        return self.move_times[-1] if self.move_times else None
 
     @property
     def roles(self) -> set[str]:
-        return {t.role for t in self.transitions if t.role}
+        return {role for kind in set(self.move_kinds) if (role := _MOVE_KINDS[kind][2])}
 
     @property
     def cycle_seconds(self) -> float | None:
@@ -88,7 +128,8 @@ class IssueHistory:
     def stages(self) -> list[Stage]:
         """Each stretch the issue sat on one label, between two moves (the last one still open)."""
         stages = []
-        for current, following in zip(self.transitions, [*self.transitions[1:], None], strict=True):
+        moves = self.transitions
+        for current, following in zip(moves, [*moves[1:], None], strict=True):
             if current.target not in STAGE_NAMES:
                 continue  # Done: the end, not a stage
             end = following.at if following is not None else None
@@ -136,6 +177,15 @@ class UsageTotals:
         else:
             self.cost += cost
 
+    def merge(self, other: UsageTotals) -> None:
+        self.tasks += other.tasks
+        self.input += other.input
+        self.output += other.output
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        self.cost += other.cost
+        self.cost_missing += other.cost_missing
+
     def as_json(self) -> dict[str, Any]:
         return {
             "tasks": self.tasks,
@@ -155,23 +205,20 @@ def _count(value: object) -> int:
 @dataclass
 class Usage:
     total: UsageTotals = field(default_factory=UsageTotals)
-    by_task: dict[tuple[str, int], UsageTotals] = field(default_factory=dict)
     by_role: dict[str, UsageTotals] = field(default_factory=dict)
     by_model: dict[str, UsageTotals] = field(default_factory=dict)
     by_project: dict[str, UsageTotals] = field(default_factory=dict)
     by_day: dict[str, UsageTotals] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> None:
+    def add(self, record: dict[str, Any], usage: dict[str, Any], day: str) -> UsageTotals:
+        """Count one task's usage in every table; the task's own totals (for its issue to add up)."""
         project = str(record.get("project") or record.get("groupId") or "?")
-        issue = record.get("issue")
         keys: list[tuple[dict[Any, UsageTotals], Any]] = [
             (self.by_role, str(record.get("role") or "?")),
             (self.by_model, str(record.get("model") or "unknown model")),
             (self.by_project, project),
             (self.by_day, day),
         ]
-        if isinstance(issue, int):
-            keys.append((self.by_task, (project, issue)))
         counts = (
             _count(usage.get("input")),
             _count(usage.get("output")),
@@ -186,6 +233,9 @@ class Usage:
             if totals is None:
                 totals = table[key] = UsageTotals()
             totals.add(counts, price)
+        task = UsageTotals()
+        task.add(counts, price)
+        return task
 
 
 class History:
@@ -194,17 +244,29 @@ class History:
         self.days: dict[tuple[str, str], DayStats] = {}  # (day, project name)
         self.usage = Usage()
         self.last_health: dict[str, Any] | None = None
-        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=window)
+        self.events: deque[tuple[int, bytes]] = deque(maxlen=window)  # (seq, the line as written)
         self.seq = 0
-        self.project_names: dict[str, str] = {}
+
+    def add_line(self, line: bytes) -> dict[str, Any] | None:
+        """Count and keep one line of the log; the record, if it is one this history digests."""
+        if not line.startswith(b"{"):
+            return None  # not a record (a blank or damaged line): the log's readers all skip such lines
+        self.seq += 1
+        self.events.append((self.seq, line))
+        if DIGESTED.search(line) is None:
+            return None
+        record = _record(line)
+        if record is not None:
+            self._digest(record)
+        return record
 
     def add(self, record: dict[str, Any]) -> None:
-        self.seq += 1
-        self.events.append((self.seq, record))
+        """As ``add_line``, for a record already parsed."""
+        self.add_line(json.dumps(record, ensure_ascii=False).encode())
+
+    def _digest(self, record: dict[str, Any]) -> None:
         event = record.get("event")
         group_id = record.get("groupId")
-        if isinstance(group_id, str) and isinstance(record.get("project"), str):
-            self.project_names[group_id] = record["project"]
         if event == "health_check":
             self.last_health = record
             return
@@ -221,12 +283,13 @@ class History:
             self._move(issue, record, at, role="")
 
     def _issue(self, group_id: str, issue_id: int, record: dict[str, Any]) -> IssueHistory:
-        key = (group_id, issue_id)
+        key = (intern(group_id), issue_id)  # one copy of each group id, whatever the number of issues
         issue = self.issues.get(key)
         if issue is None:
-            issue = self.issues[key] = IssueHistory(group_id, group_id, issue_id)
+            issue = self.issues[key] = IssueHistory(key[0], key[0], issue_id)
         if isinstance(record.get("project"), str):
-            issue.project = record["project"]  # the name as of the latest record: a project can be renamed
+            # The name as of the latest record (a project can be renamed); one copy of each name.
+            issue.project = intern(record["project"])
         return issue
 
     def _pickup(self, issue: IssueHistory, record: dict[str, Any], at: float) -> None:
@@ -242,7 +305,11 @@ class History:
         stats = self.days.setdefault((day, issue.project), DayStats())
         result = record.get("result")
         if isinstance(record.get("usage"), dict):
-            self.usage.add(record, record["usage"], day)
+            task = self.usage.add(record, record["usage"], day)
+            if issue.usage is None:
+                issue.usage = task
+            else:
+                issue.usage.merge(task)
         if record.get("role") != "qa":
             return
         summary = record.get("summary")
@@ -265,14 +332,25 @@ class History:
         if not isinstance(move, str) or " → " not in move:
             return
         source, target = move.split(" → ", 1)
-        # A million lines hold a handful of distinct labels, roles and events: keep one copy of each.
-        issue.transitions.append(
-            Transition(at, intern(source), intern(target), intern(role), intern(str(record.get("event"))))
-        )
+        issue.add_move(at, source, target, role, str(record.get("event")))
 
     def events_after(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         if not self.events or after >= self.seq:
             return []
         first = self.events[0][0]
-        start = max(0, after + 1 - first)
-        return [self.events[i] for i in range(start, min(len(self.events), start + limit))]
+        found = []
+        for seq, line in itertools.islice(self.events, max(0, after + 1 - first), None):
+            record = _record(line)
+            if record is not None:
+                found.append((seq, record))
+                if len(found) == limit:
+                    break
+        return found
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None  # damaged: skipped, as every reader of the log does
+    return record if isinstance(record, dict) else None

@@ -3,6 +3,11 @@ the background, and bumps ``version`` on every change so pages and event streams
 
 Everything here runs on the server's event loop; file reads and tracker requests run in threads and
 hand their results back to the loop, so a page view reads memory only and never waits on a tracker.
+
+The server answers as soon as projects.json is read. The audit log already written is read by a
+background thread into a History of its own, which nothing else touches until it is handed over whole
+(``history_ready``); until then pages show the workers and queues, and say how far the read has got.
+The feed's offsets are where that read ended, so following the log goes on from there.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,9 @@ class Observatory:
         self.settings = settings or Settings()
         self.feed = AuditFeed(ws.audit)
         self.history = History()
+        self.history_ready = False
+        self.history_error: str | None = None  # why the log written before start-up cannot be read
+        self.history_total_bytes = 0  # what the background read has to read, as it started
         self.board = Board()
         self.state = ProjectsFile()
         self.state_error: str | None = None
@@ -51,15 +60,64 @@ class Observatory:
 
     # --- start-up and background work ---------------------------------------------------------
 
-    def load(self) -> None:
-        """Read projects.json and the whole audit log once, before the server answers anything."""
+    def load_state(self) -> None:
+        """Read projects.json (all the server needs before it answers) and size the log to read."""
         self._read_state()
-        for batch in self.feed.batches():
-            for record in batch:
-                self.history.add(record)
+        self.history_total_bytes = self.feed.unread_bytes()
+
+    def history_progress(self) -> dict[str, Any]:
+        """How far the read of the log written before start-up has got."""
+        total = max(1, self.history_total_bytes)
+        percent = 100 if self.history_ready else min(99, self.feed.bytes_read * 100 // total)
+        return {
+            "ready": self.history_ready,
+            "percent": percent,
+            "error": self.history_error,
+            "records": self.history.seq,
+        }
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._refresh_queues())]
+        self._tasks = [
+            asyncio.create_task(self._load_history()),
+            asyncio.create_task(self._watch()),
+            asyncio.create_task(self._refresh_queues()),
+        ]
+
+    async def _load_history(self) -> None:
+        if self.history_ready:
+            return
+        loop = asyncio.get_running_loop()
+
+        def progress() -> None:
+            loop.call_soon_threadsafe(self.bump)  # pages show the share read
+
+        try:
+            read = await asyncio.to_thread(self._read_history, progress)
+        except OSError as exc:
+            self.history_error = redact(f"{exc.strerror or exc} ({exc.filename})")
+            self.bump()
+            return
+        self._hand_over(read)
+        self.bump()
+
+    def _read_history(self, progress: Callable[[], None] | None = None) -> tuple[History, list[dict[str, Any]]]:
+        """A new History of the whole log, and the records of moves made since the server started."""
+        self.history_total_bytes = self.feed.unread_bytes()
+        history, recent = History(), []
+        for lines in self.feed.line_batches():
+            for line in lines:
+                record = history.add_line(line)
+                if record is not None and (parse_ts(record.get("ts")) or 0.0) >= self.started_at:
+                    recent.append(record)
+            if progress is not None:
+                progress()
+        return history, recent
+
+    def _hand_over(self, read: tuple[History, list[dict[str, Any]]]) -> None:
+        self.history, recent = read
+        self.history_ready = True
+        for record in recent:  # a pickup made while the log was being read still shows at once
+            self._follow_move(record)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -86,9 +144,9 @@ class Observatory:
             if _stamp(self.ws.store.path) != self._state_stamp:
                 await asyncio.to_thread(self._read_state)
                 self.bump()
-            if self.feed.changed():
-                records = await asyncio.to_thread(self.feed.poll)
-                self._digest(records)
+            if self.history_ready and self.feed.changed():
+                lines = await asyncio.to_thread(self._read_new_lines)
+                self._digest(lines)
             await asyncio.sleep(WATCH_INTERVAL)
 
     def _read_state(self) -> None:
@@ -99,11 +157,15 @@ class Observatory:
         except DevclawError as exc:
             self.state_error = redact(error_payload(exc)["message"])  # keep showing the last good file
 
-    def _digest(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            self.history.add(record)
-            self._follow_move(record)
-        if records:
+    def _read_new_lines(self) -> list[bytes]:
+        return [line for lines in self.feed.line_batches() for line in lines]
+
+    def _digest(self, lines: list[bytes]) -> None:
+        for line in lines:
+            record = self.history.add_line(line)
+            if record is not None:
+                self._follow_move(record)
+        if lines:
             self.bump()
 
     def _follow_move(self, record: dict[str, Any]) -> None:

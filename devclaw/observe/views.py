@@ -3,6 +3,7 @@ API returns them, so the two never disagree. Nothing here reads a file or a trac
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -37,6 +38,7 @@ def state_view(obs: Observatory, now: float | None = None) -> dict[str, Any]:
         "stateError": obs.state_error,
         "refreshSeconds": obs.settings.refresh,
         "auditRecords": obs.history.seq,
+        "history": obs.history_progress(),
         "health": _health(obs.history.last_health, None, now),
         "projects": [project_view(obs, gid, project, now) for gid, project in obs.state.projects.items()],
     }
@@ -142,7 +144,7 @@ class TimelineFilter:
             return False
         if self.role and self.role not in issue.roles:
             return False
-        days = [datetime.fromtimestamp(t.at, UTC).date() for t in issue.transitions]
+        days = [datetime.fromtimestamp(at, UTC).date() for at in issue.move_times]
         if self.since and not any(day >= self.since for day in days):
             return False
         return not (self.until and not any(day <= self.until for day in days))
@@ -150,8 +152,8 @@ class TimelineFilter:
 
 def timeline_view(obs: Observatory, chosen: TimelineFilter, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    issues = [issue for issue in obs.history.issues.values() if issue.transitions and chosen.keeps(issue)]
-    issues.sort(key=lambda issue: issue.transitions[-1].at, reverse=True)
+    issues = [issue for issue in obs.history.issues.values() if issue.move_times and chosen.keeps(issue)]
+    issues.sort(key=lambda issue: issue.last_move_at or 0.0, reverse=True)
     return {
         "matching": len(issues),
         "shown": min(len(issues), TIMELINE_LIMIT),
@@ -224,7 +226,8 @@ def _day_row(day: str, project: str | None, stats: DayStats) -> dict[str, Any]:
 def cost_view(obs: Observatory) -> dict[str, Any]:
     usage = obs.history.usage
     recorded = usage.total.tasks > 0
-    tasks = sorted(usage.by_task.items(), key=lambda kv: (kv[1].cost, kv[1].input + kv[1].output), reverse=True)
+    tasks = [issue for issue in obs.history.issues.values() if issue.usage is not None]
+    top = heapq.nlargest(TOP_TASKS, tasks, key=lambda issue: _costliest(issue.usage))
     return {
         "recorded": recorded,
         "note": None if recorded else NO_USAGE_NOTE,
@@ -233,13 +236,21 @@ def cost_view(obs: Observatory) -> dict[str, Any]:
         "byModel": _table(usage.by_model),
         "byProject": _table(usage.by_project),
         "byDay": [{"key": day, **totals.as_json()} for day, totals in sorted(usage.by_day.items())],
-        "byTask": [{"project": p, "issue": i, **totals.as_json()} for (p, i), totals in tasks[:TOP_TASKS]],
-        "tasksWithUsage": len(usage.by_task),
+        "byTask": [
+            {"groupId": i.group_id, "project": i.project, "issue": i.issue, **i.usage.as_json()}
+            for i in top
+            if i.usage is not None
+        ],
+        "tasksWithUsage": len(tasks),
     }
 
 
+def _costliest(totals: UsageTotals | None) -> tuple[float, int]:
+    return (totals.cost, totals.input + totals.output) if totals is not None else (0.0, 0)
+
+
 def _table(table: dict[str, UsageTotals]) -> list[dict[str, Any]]:
-    ordered = sorted(table.items(), key=lambda kv: (kv[1].cost, kv[1].input + kv[1].output), reverse=True)
+    ordered = sorted(table.items(), key=lambda kv: _costliest(kv[1]), reverse=True)
     return [{"key": key, **totals.as_json()} for key, totals in ordered]
 
 
