@@ -331,6 +331,8 @@ class ProjectStore:
                 f"{self.path} is locked by another devclaw call (waited {self.lock_timeout:g} s); "
                 "try again, or raise DEVCLAW_LOCK_TIMEOUT if calls are slow"
             ) from None
+        except OSError as exc:
+            raise StateError(f"Cannot lock {self.path}: {exc.strerror or exc}") from exc
         try:
             yield self.read()
         finally:
