@@ -177,6 +177,6 @@ def test_a_timed_out_mutation_says_it_may_still_complete_and_serve_is_not_killed
     assert "did not answer within 1 s" in message and "It may still complete" in message
     assert "retry the same call" in message
     # serve was not killed mid-mutation: it finished the pickup, and devclaw's files agree with the tracker.
-    assert fake.project.issues[issue].labels == ["Doing"], list(ws.audit.records())
+    assert fake.project.issues[issue].labels == ["Doing"], [r.get("message") for r in ws.audit.records()]
     assert ws.store.read().project(GROUP).worker("dev").issue_id == issue
     assert [r["issue"] for r in ws.audit.records(event="task_pickup")] == [issue]
