@@ -20,8 +20,10 @@ How a doc is run:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,14 +87,42 @@ def test_every_shell_block_runs(doc: Path, tmp_path: Path) -> None:
     home.mkdir(exist_ok=True)
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVCLAW_")}
-    env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               GIT_CONFIG_NOSYSTEM="1", NO_COLOR="1")  # fmt: skip
-    done = subprocess.run(["bash", "-c", shell_script(doc)], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    env.update(
+        HOME=str(home),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        GIT_CONFIG_NOSYSTEM="1",
+        NO_COLOR="1",
+    )
+    done = run_session(shell_script(doc), work, env)
     started = re.findall(r">>> (\S+)", done.stderr)
     where = started[-1] if started else doc.name
     assert done.returncode == 0, f"the block at {where} failed ({done.returncode}):\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def run_session(script: str, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The doc's session in its own process group: whatever it started (a server a doc should have
+    marked, say) is killed with it, by group id, when it ends or times out."""
+    process = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        err += f"\n(timed out after {TIMEOUT} s: a block that runs until stopped needs a not-run marker)"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def test_every_skipped_block_says_why_and_is_a_shell_block() -> None:
@@ -110,7 +140,11 @@ def test_the_reader_of_the_convention_can_rely_on_it(tmp_path: Path) -> None:
         '```json\n{}\n```\n   ```sh\n   test "$A" = 1 && echo ok\n   ```\n'
     )
     found = [(b.info, b.text, b.skip_reason) for b in blocks(doc)]
-    assert found == [("sh", "export A=1", None), ("bash", "curl x", "needs the network"), ("json", "{}", None),
-                     ("sh", 'test "$A" = 1 && echo ok', None)]  # fmt: skip
+    assert found == [
+        ("sh", "export A=1", None),
+        ("bash", "curl x", "needs the network"),
+        ("json", "{}", None),
+        ("sh", 'test "$A" = 1 && echo ok', None),
+    ]
     done = subprocess.run(["bash", "-c", shell_script(doc)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "ok\n"
