@@ -10,6 +10,7 @@ projects.json and audit.log agree afterwards, and a second health run finds noth
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,7 +21,7 @@ import pytest
 from devclaw.errors import DevclawError, InputError, TrackerError, WorkflowError
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, add_local_project, call, local_tracker, new_issue, snapshot
-from tests.fakes import REMOTE_KINDS
+from tests.fakes import KINDS, REMOTE_KINDS
 from tests.test_tool_budgets import Setup, registered
 
 DEV_SESSION = "agent:main:subagent:dev-1"
@@ -270,3 +271,47 @@ def test_workspace_caps_refuse_and_change_nothing(ws: Workspace, three_devs: lis
     after = snapshot(ws)
     assert after[0] == before[0] and after[2] == before[2]
     assert local_tracker(ws).get_issue(three_devs[2]).label == "To Do"
+
+
+# --- health never moves live work ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=KINDS)
+def any_kind(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    with registered(request.param, ws, monkeypatch) as made:
+        yield made
+
+
+def add_label_by_hand(s: Setup, issue: int, name: str) -> None:
+    """A person adds a label on the tracker, outside devclaw."""
+    if s.fake is not None:
+        s.fake.project.issues[issue].labels.append(name)
+        return
+    db = s.ws.memory / "tracker.sqlite3"
+    with sqlite3.connect(db) as conn:
+        (labels,) = conn.execute("SELECT labels FROM issues WHERE number = ?", (issue,)).fetchone()
+        conn.execute("UPDATE issues SET labels = ? WHERE number = ?", (json.dumps([*json.loads(labels), name]), issue))
+
+
+@pytest.mark.parametrize("worked", [True, False], ids=["dev-active", "no-worker"])
+def test_an_issue_with_two_workflow_labels_is_reported_and_left_alone(any_kind: Setup, worked: bool) -> None:
+    s = any_kind
+    issue = s.seed("Add login page", ["To Do"])
+    if worked:
+        to_dev_active(s, issue)
+    else:
+        add_label_by_hand(s, issue, "Doing")
+    add_label_by_hand(s, issue, "Testing")
+    labels_before = s.labels(issue)
+    state_before = s.ws.store.path.read_bytes()
+    for run in range(2):
+        report = health(s.ws, [DEV_SESSION])
+        conflicts = [i for i in report["issues"] if i["type"] == "conflicting_labels"]
+        assert [c["issueId"] for c in conflicts] == [issue], report["issues"]
+        assert report["fixesApplied"] == 0, (run, report["issues"])
+        assert s.labels(issue) == labels_before
+        assert s.ws.store.path.read_bytes() == state_before
+    dev = worker(s.ws, "dev")
+    assert dev["active"] is worked and (str(dev.get("issueId")) == str(issue)) is worked
+    assert not worker(s.ws, "qa")["active"]
+    assert lines(s.ws, "health_fix", issue) == []
