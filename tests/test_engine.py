@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -315,3 +316,64 @@ def test_an_issue_with_two_workflow_labels_is_reported_and_left_alone(any_kind: 
     assert dev["active"] is worked and (str(dev.get("issueId")) == str(issue)) is worked
     assert not worker(s.ws, "qa")["active"]
     assert lines(s.ws, "health_fix", issue) == []
+
+
+# --- dry runs, secrets ---------------------------------------------------------------------------------
+
+
+def test_a_dry_run_answers_the_plan_and_changes_nothing(any_kind: Setup) -> None:
+    s = any_kind
+    issue = s.seed("Add login page", ["To Do"])
+    before, requests = snapshot(s.ws), s.count()
+    planned = call(s.ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="dev", dryRun=True)
+    assert planned["dryRun"] is True and planned["labelTransition"] == "To Do → Doing"
+    assert snapshot(s.ws) == before and s.labels(issue) == {"To Do"}
+    if s.fake is not None:  # it read the issue, and wrote nothing
+        assert {r.method for r in s.fake.log[requests:]} == {"GET"}
+    to_dev_active(s, issue)
+    before = snapshot(s.ws)
+    planned = call(s.ws, "task_complete", projectGroupId=GROUP, role="dev", result="done", dryRun=True)
+    assert planned["dryRun"] is True and planned["labelTransition"] == "Doing → To Test"
+    assert snapshot(s.ws) == before and s.labels(issue) == {"Doing"}
+    assert worker(s.ws, "dev")["active"] is True
+    done = call(s.ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+    assert not done.get("dryRun") and s.labels(issue) == {"To Test"}
+
+
+SECRET = "s3cr3t/t0ken+value=xyz"
+
+
+@pytest.mark.parametrize("variable", ["ACME_TRACKER_CREDENTIAL", "ACME_GITLAB_TOKEN"])
+def test_a_token_in_a_summary_is_masked_in_the_announcement_and_the_audit_line(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    from devclaw.registry import register_project
+    from devclaw.state import Project, TrackerConfig
+    from tests.fakes import GITLAB_URL, FakeGitLab, mount_responses
+
+    fake = FakeGitLab("acme/platform/webapp", token=SECRET)
+    monkeypatch.setenv(variable, SECRET)
+    config = TrackerConfig(provider="gitlab", path=fake.path, base_url=GITLAB_URL, token_env=variable)
+    with mount_responses(fake, GITLAB_URL):
+        register_project(ws, GROUP, Project(name="webapp", tracker=config))
+        s = Setup("gitlab", ws, fake)
+        issue = s.seed("Add login page", ["To Do"])
+        to_qa_active(s, issue)
+        summary = f"login fails with {SECRET} (sent as {quote(SECRET, safe='')})"
+        result = call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="fail", summary=summary)
+    assert "fails with" in result["announcement"]
+    for text in (json.dumps(result), ws.audit.path.read_text(), ws.store.path.read_text()):
+        assert SECRET not in text and quote(SECRET, safe="") not in text and SECRET[:8] not in text
+    [line] = lines(ws, "task_complete", issue)[-1:]
+    assert "***" in line["summary"]
+
+
+def test_a_base_url_with_credentials_is_refused_naming_token_env() -> None:
+    from pydantic import ValidationError
+
+    from devclaw.state import TrackerConfig
+
+    with pytest.raises(ValidationError) as caught:
+        TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://user:pw@gitlab.example")
+    assert "--token-env" in str(caught.value)
+    assert TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://gitlab.example").base_url
