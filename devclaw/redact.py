@@ -14,11 +14,21 @@ MASK = "***"
 MAX_TEXT = 500
 
 
+#: Secrets devclaw was handed under a name it would not recognise (a project's tracker.tokenEnv).
+_KNOWN: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Mask ``value`` from now on, whatever the variable it came from is called."""
+    if len(value) >= _MIN_SECRET_LENGTH:
+        _KNOWN.add(value)
+
+
 def _secret_values() -> list[str]:
     values = {
         value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LENGTH
     }
-    return sorted(values, key=len, reverse=True)
+    return sorted(values | _KNOWN, key=len, reverse=True)
 
 
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")

@@ -36,7 +36,7 @@ from devclaw.trackers.local import LocalTracker
 from devclaw.trackers.remote import HttpPolicy, Secret
 
 JSON = Any
-FaultKind = Literal["status", "reset", "stall"]
+FaultKind = Literal["status", "reset", "stall", "applied_status"]
 
 
 @dataclass
@@ -78,6 +78,7 @@ class Fault:
     body: JSON = None
     seconds: float = 0.0
     method: str | None = None  # only requests with this method; any when None
+    then_gets: int = 0  # applied_status: the next this-many GETs fail with ``status`` too
 
 
 class _Error(Exception):
@@ -118,6 +119,13 @@ class FakeTracker:
         """The next ``times`` matching requests are answered only after ``seconds``."""
         self.faults.extend(Fault("stall", seconds=seconds, method=method) for _ in range(times))
 
+    # --- lost replies: the request is applied, its answer is an error ------------------------------
+    def apply_then_fail(self, status: int = 500, *, method: str, then_gets: int = 0) -> None:
+        """The next ``method`` request is applied, then answered with ``status`` (as a proxy in front of a
+        server that acted answers 500/502); after it, the next ``then_gets`` GETs are refused with
+        ``status`` too, so the client cannot re-read what happened until they are used up."""
+        self.faults.append(Fault("applied_status", status, method=method, then_gets=then_gets))
+
     def _next_fault(self, method: str) -> Fault | None:
         for index, fault in enumerate(self.faults):
             if fault.method in (None, method):
@@ -147,6 +155,9 @@ class FakeTracker:
             if fault is not None and fault.kind == "status":
                 return _reply(fault.status, fault.body or {"message": f"injected {fault.status}"}, fault.headers)
             reply = self._answer(method, path, query, payload, base, headers)
+            if fault is not None and fault.kind == "applied_status":
+                self.faults[:0] = [Fault("status", fault.status, method="GET") for _ in range(fault.then_gets)]
+                return _reply(fault.status, {"message": f"injected {fault.status} after applying"})
         # A reset or a stall hits after the server acted: the worst case for a client that resends.
         if fault is not None:
             reply.reset, reply.stall = fault.kind == "reset", fault.seconds

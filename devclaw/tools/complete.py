@@ -13,6 +13,7 @@ from pydantic import Field
 from devclaw.engine import Move, Plan, Record, mutate
 from devclaw.errors import InputError, WorkflowError
 from devclaw.model_selection import full_model, select_model
+from devclaw.redact import redact
 from devclaw.state import Completion, Project, ProjectsFile, SlotChange, TokenUsage
 from devclaw.tools.base import MutationInput, MutationResult, Tool
 from devclaw.tools.common import (
@@ -74,6 +75,10 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
     the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
     issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
+    if params.summary is not None:
+        # The summary goes into projects.json (the completion, an intent) as well as the result and the
+        # audit line: a token in it is masked once, here, for all of them.
+        params = params.model_copy(update={"summary": redact(params.summary)})
     decide = lambda state: decide_complete(ws, state, params)  # noqa: E731
     return mutate(ws, params.project_group_id, decide, dry_run=params.dry_run).result
 

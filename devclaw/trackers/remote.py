@@ -32,6 +32,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from devclaw.errors import ConfigError, NotFoundError, TrackerAuthError, TrackerError
+from devclaw.redact import remember_secret
 
 if TYPE_CHECKING:
     from devclaw.state import Project
@@ -76,6 +77,7 @@ def read_token(environ: Mapping[str, str], variable: str, *, provider: str, scop
             f"{provider} token missing: set the environment variable {variable} to a token with {scopes} "
             f"(or point tracker.tokenEnv in projects.json at the variable that holds it)"
         )
+    remember_secret(value)  # tokenEnv may have any name: its value is masked like a *_TOKEN's
     return Secret(value)
 
 
