@@ -46,8 +46,8 @@ def test_warnings_do_not_fail(ws: Workspace, capsys: pytest.CaptureFixture[str])
     code, data = findings(ws, capsys)
     assert code == 0 and data["ok"] is True
     assert [(f["check"], f["status"]) for f in data["findings"]] == [
-        ("projects.json", "ok"), ("audit log", "ok"), ("work loop", "ok"), ("tracker", "ok"), ("labels", "ok"),
-        ("repo", "warning"),
+        ("projects.json", "ok"), ("audit log", "ok"), ("work loop", "ok"), ("audit lines", "ok"), ("tracker", "ok"),
+        ("labels", "ok"), ("repo", "warning"),
     ]  # fmt: skip
 
 
@@ -79,7 +79,7 @@ def test_missing_labels_are_created_and_reported(ws: Workspace, capsys: pytest.C
     (labels,) = [f for f in data["findings"] if f["check"] == "labels"]
     assert code == 0 and labels == {"scope": GROUP, "check": "labels", "status": "warning",
                                     "message": "2 were missing and were created: Planning, Refining"}  # fmt: skip
-    assert findings(ws, capsys)[1]["findings"][3]["status"] == "ok"
+    assert [f["status"] for f in findings(ws, capsys)[1]["findings"] if f["check"] == "labels"] == ["ok"]
 
 
 def remote_project(ws: Workspace, repo: str, token_env: str = "FAKE_GITLAB_TOKEN") -> None:
@@ -129,3 +129,23 @@ def test_missing_token_variable(ws: Workspace, tmp_path: Path, capsys: pytest.Ca
     code, data = findings(ws, capsys)
     (tracker,) = [f for f in data["findings"] if f["check"] == "tracker"]
     assert code == 1 and "NO_SUCH_VARIABLE" in tracker["message"]
+
+
+def test_torn_audit_lines_shared_trackers_and_pending_work_are_reported(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_local_project(ws)
+    with ws.audit.path.open("ab") as log:
+        log.write(b'{"ts": "2026-12-01T00:00:00Z", "event": "task_pi')  # a line cut short by a full disk
+    data = json.loads(ws.store.path.read_text())
+    twin = {**data["projects"][GROUP], "name": "twin"}
+    data["projects"]["-100555"] = twin  # by hand: project add refuses a second project on one tracker
+    data["projects"][GROUP]["auditGaps"] = [{"event": "task_pickup", "issue": 1}]
+    ws.store.path.write_text(json.dumps(data))
+    code, report = findings(ws, capsys)
+    by_check = {(f["scope"], f["check"]): f for f in report["findings"]}
+    assert by_check[("workspace", "audit lines")]["status"] == "warning"
+    assert "1 torn or unreadable line" in by_check[("workspace", "audit lines")]["message"]
+    assert by_check[(GROUP, "audit gap")]["status"] == "warning"
+    shared = [f for f in report["findings"] if f["check"] == "tracker" and f["status"] == "error"]
+    assert len(shared) == 1 and "also the tracker of project" in shared[0]["message"] and code == 1

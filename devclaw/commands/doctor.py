@@ -96,8 +96,11 @@ def _shared_trackers(state: ProjectsFile) -> list[Finding]:
 
 
 def _audit_whole(ws: Workspace) -> Finding:
-    for _ in ws.audit.lines():
-        pass  # a diagnostic may read the whole log; decisions never do
+    try:
+        for _ in ws.audit.lines():
+            pass  # a diagnostic may read the whole log; decisions never do
+    except OSError as exc:
+        return Finding("workspace", "audit lines", "error", f"{ws.audit.path} cannot be read: {exc.strerror or exc}")
     torn = ws.audit.skipped_lines
     if torn:
         return Finding(
