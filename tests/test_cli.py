@@ -180,3 +180,19 @@ def test_demo_plays_the_lifecycle(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "demo")
     assert ws.store.read().project("-1001234567890").worker("dev").active is False
     assert len(list(ws.audit.records(event="task_complete"))) == 6
+
+
+def test_an_empty_audit_answer_says_what_was_read(root: Path) -> None:
+    done = devclaw(root, "audit", "--event", "task_complete")
+    assert done.returncode == 0 and done.stdout == ""
+    assert f"no matching line in {root / 'memory' / 'audit.log'}" in done.stderr
+
+
+def test_issue_label_is_applied_by_the_engine_with_its_audit_line(root: Path) -> None:
+    ok(devclaw(root, "issue", "create", GROUP, "--title", "Plan it"))  # created on Planning
+    moved = ok(devclaw(root, "issue", "label", GROUP, "1", "To Do"))
+    assert moved["labels"] == ["To Do"]
+    [line] = [json.loads(x) for x in devclaw(root, "audit", "--event", "issue_label", "--json").stdout.splitlines()]
+    assert (line["project"], line["labelTransition"], line["forced"]) == ("webapp", "Planning → To Do", False)
+    refused = devclaw(root, "issue", "label", GROUP, "1", "Done")
+    assert refused.returncode == 1 and "not a workflow move" in refused.stdout + refused.stderr

@@ -26,12 +26,18 @@ def run_audit(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require_existing()
     since = _normalise_since(args.since) if args.since else None
     out = sys.stdout.buffer
+    shown = 0
     for line, record in _matching(ws, args, since):
+        shown += 1
         if args.json:
             out.write(line if line.endswith(b"\n") else line + b"\n")
         else:
             out.write((_readable(record) + "\n").encode())
     out.flush()
+    if not shown:  # say what was read, so an empty answer is not mistaken for a wrong folder
+        print(f"devclaw: no matching line in {ws.audit.path} ({len(ws.audit.files())} file(s) read)", file=sys.stderr)
+    if ws.audit.skipped_lines:
+        print(f"devclaw: {ws.audit.skipped_lines} torn or unreadable line(s) skipped", file=sys.stderr)
     return 0
 
 

@@ -6,11 +6,14 @@ import argparse
 import sys
 from typing import Any
 
+from pydantic import BaseModel
+
 from devclaw.cli import print_json
 from devclaw.commands.table import Table
+from devclaw.engine import Move, Plan, Record, mutate
 from devclaw.errors import InputError
 from devclaw.inputs import normalize_group_id
-from devclaw.state import Project
+from devclaw.state import Project, ProjectsFile
 from devclaw.trackers import Tracker
 from devclaw.workflow import Label, current_label, human_move, parse_label
 from devclaw.workspace import Workspace
@@ -63,8 +66,11 @@ def run_create(ws: Workspace, args: argparse.Namespace) -> int:
     _, tracker = _open(ws, args.group_id, writing=True)
     created = tracker.create_issue(title, args.description, (label.value,))
     if not args.label:
-        print(f"devclaw: issue #{created.id} is on Planning; when it is ready: "
-              f"devclaw issue label {args.group_id.strip()} {created.id} 'To Do'", file=sys.stderr)  # fmt: skip
+        print(
+            f"devclaw: issue #{created.id} is on Planning; when it is ready: "
+            f"devclaw issue label {args.group_id.strip()} {created.id} 'To Do'",
+            file=sys.stderr,
+        )
     print_json(created.as_json())
     return 0
 
@@ -85,19 +91,36 @@ def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, forc
     ``devclaw issue label`` and every other front end that lets a person move an issue. Returns the issue."""
     target = parse_label(label)
     group_id = normalize_group_id(group_id)
-    project, tracker = _open(ws, group_id, writing=True)
-    issue = tracker.get_issue(issue_id)
+    _open(ws, group_id, writing=True)
+    decide = lambda state: decide_label(ws, state, group_id, issue_id, target, force)  # noqa: E731
+    mutate(ws, group_id, decide)
+    return ws.tracker(ws.store.read().project(group_id)).get_issue(issue_id).as_json()
+
+
+class LabelResult(BaseModel):
+    issue_id: int
+    label_transition: str
+
+
+def decide_label(
+    ws: Workspace, state: ProjectsFile, group_id: str, issue_id: int, target: Label, force: bool
+) -> Plan[LabelResult]:
+    project = state.project(group_id)
+    issue = ws.tracker(project).get_issue(issue_id)
     human_move(current_label(issue.labels), target, force=force)
-    moved = tracker.move_issue(issue, target)
-    ws.audit.append(
+    move = Move(issue, target)
+    record = Record(
         "issue_label",
-        project=project.name,
-        groupId=group_id,
-        issue=issue.id,
-        labelTransition=f"{issue.label or 'none'} → {target}",
-        forced=force,
+        {
+            "project": project.name,
+            "groupId": group_id,
+            "issue": issue.id,
+            "labelTransition": move.transition,
+            "forced": force,
+        },
     )
-    return moved.as_json()
+    result = LabelResult(issue_id=issue.id, label_transition=move.transition)
+    return Plan(tool="issue_label", group_id=group_id, result=result, move=move, records=[record])
 
 
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:
