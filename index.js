@@ -14,6 +14,8 @@ import { WorkLoop, loopConfig } from "./loop.js";
 export const TOOLS = JSON.parse(readFileSync(new URL("./openclaw.tools.json", import.meta.url), "utf8"));
 
 const DEFAULT_PYTHON = "python3";
+// Calls that change nothing: the only ones after whose timeout a silent serve may be replaced.
+const READ_ONLY_TOOLS = new Set(["queue_status", "loop_status"]);
 const DEFAULT_TIMEOUT_SECONDS = 60;
 const LOG_TAIL_LINES = 20; // lines of devclaw's stderr quoted when the process dies
 const STOP_GRACE_MS = 3000;
@@ -37,6 +39,7 @@ export class Bridge {
   #child = null;
   #nextId = 1;
   #pending = new Map(); // id -> {child, tool, startedAt, resolve, reject, timer}
+  #late = new Map(); // id -> {child, tool}: calls answered to the caller as timed out that serve still runs
   #logTail = [];
   #stopping = false;
   #checked = null; // a promise that devclaw imports under this interpreter; dropped when it failed
@@ -81,12 +84,15 @@ export class Bridge {
       call.timer = setTimeout(() => this.#timeOut(id), this.#timeoutMs);
       this.#pending.set(id, call);
       signal?.addEventListener("abort", () => this.#settle(id, new Error(`devclaw ${tool} was aborted`)), { once: true });
-      child.stdin.write(JSON.stringify({ id, tool, params: params ?? {}, workspace }) + "\n");
+      // The deadline tells serve not to START a mutation the caller has stopped waiting for.
+      const deadline = (call.startedAt + this.#timeoutMs) / 1000;
+      child.stdin.write(JSON.stringify({ id, tool, params: params ?? {}, workspace, deadline }) + "\n");
       this.#logger.debug?.(`devclaw: call ${id} (${tool}) sent to devclaw serve pid ${child.pid}`);
     });
   }
 
-  /** Stop the process: close its input so it finishes its calls, then SIGTERM, then SIGKILL. A later call starts a new one. */
+  /** Stop the process: close its input so it finishes its calls (a mutation gets up to callTimeoutSeconds), then
+   *  SIGTERM, then SIGKILL. A later call starts a new one. */
   async stop() {
     const child = this.#child;
     if (!child) return;
@@ -95,7 +101,12 @@ export class Bridge {
     try {
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.stdin.end();
-      if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
+      // A mutation in flight gets its whole call time to finish: killing it could leave it half-made.
+      const mutating = [...this.#pending.values(), ...this.#late.values()].some(
+        (call) => call.child === child && !READ_ONLY_TOOLS.has(call.tool),
+      );
+      const grace = mutating ? STOP_GRACE_MS + this.#timeoutMs : STOP_GRACE_MS;
+      if (await Promise.race([exited.then(() => true), sleep(grace).then(() => false)])) return;
       child.kill("SIGTERM");
       if (await Promise.race([exited.then(() => true), sleep(STOP_GRACE_MS).then(() => false)])) return;
       child.kill("SIGKILL");
@@ -135,6 +146,13 @@ export class Bridge {
       return;
     }
     child.lastResponseAt = Date.now(); // alive, whichever call this answers
+    const late = this.#late.get(response.id);
+    if (late) {
+      this.#late.delete(response.id);
+      const outcome = response.ok ? "completed" : `failed: ${response.error?.message}`;
+      this.#logger.warn?.(`devclaw: ${late.tool} (call ${response.id}) answered after its timeout: ${outcome}`);
+      return;
+    }
     const call = this.#pending.get(response.id);
     if (!call) {
       if (response.ok === false) this.#logger.warn?.(`devclaw: ${response.error?.message}`);
@@ -158,6 +176,7 @@ export class Bridge {
       if (call.child !== child) continue;
       this.#settle(id, new Error(`${reason} while running ${call.tool}; the next call starts a new process${tail}`));
     }
+    for (const [id, late] of this.#late) if (late.child === child) this.#late.delete(id);
     if (this.#stopping) this.#logger.info?.(`devclaw: ${reason}`);
     else this.#logger.warn?.(`devclaw: ${reason}`);
   }
@@ -166,9 +185,19 @@ export class Bridge {
     const call = this.#pending.get(id);
     if (!call) return;
     const seconds = this.#timeoutMs / 1000;
-    this.#settle(id, new Error(`devclaw ${call.tool} did not answer within ${seconds} s (callTimeoutSeconds)`));
-    // Silent for the whole call: the process is stuck, not merely busy. Replace it.
-    if (!(call.child.lastResponseAt >= call.startedAt)) {
+    const mutating = !READ_ONLY_TOOLS.has(call.tool);
+    const advice = mutating
+      ? " It may still complete: devclaw keeps running it. Before anything else, call queue_status to see " +
+        "where the issue is, or retry the same call (a retry converges: it answers repeated: true if it was applied)."
+      : " Try again; if it keeps happening, check the tracker and the gateway log.";
+    this.#settle(id, new Error(`devclaw ${call.tool} did not answer within ${seconds} s (callTimeoutSeconds).${advice}`));
+    if (mutating) this.#late.set(id, { child: call.child, tool: call.tool });
+    // Silent for the whole call and nothing that changes state in flight: the process is stuck, not merely
+    // busy. Replace it. Killing it during a mutation could leave the change half-made.
+    const mutationInFlight = [...this.#pending.values(), ...this.#late.values()].some(
+      (other) => other.child === call.child && !READ_ONLY_TOOLS.has(other.tool),
+    );
+    if (!(call.child.lastResponseAt >= call.startedAt) && !mutationInFlight) {
       this.#logger.warn?.(`devclaw: devclaw serve (pid ${call.child.pid}) is unresponsive; killing it`);
       call.child.kill("SIGKILL");
     }

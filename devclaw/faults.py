@@ -16,6 +16,7 @@ CRASH_ENV = "DEVCLAW_CRASH_AT"
 #: Every point a tool may stop at, in the order a call reaches them.
 CRASH_POINTS: tuple[str, ...] = (
     "after_validation",  # everything checked, nothing written
+    "after_intent",  # network trackers: the move recorded in projects.json, not yet made
     "after_tracker_write",  # the label moved, projects.json not yet written
     "after_state_commit",  # projects.json written, no audit line yet
     "during_audit_append",  # the audit file is open, the line not yet written

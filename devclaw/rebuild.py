@@ -83,8 +83,15 @@ def _registry(ws: Workspace, report: RebuildReport) -> ProjectsFile:
             report.config_from_backup = list(state.projects)
         except (OSError, ValidationError, ValueError):
             report.warnings.append(f"{backup} is unreadable too; the configuration comes from the audit log")
-    for record in ws.audit.records(event="project_register"):
+    for record in ws.audit.records():
         group_id = str(record.get("groupId", ""))
+        if record.get("event") == "project_remove" and group_id not in report.config_from_backup:
+            state.projects.pop(group_id, None)  # removed after it was registered: it stays removed
+            if group_id in report.config_from_log:
+                report.config_from_log.remove(group_id)
+            continue
+        if record.get("event") != "project_register":
+            continue
         if not group_id or group_id in report.config_from_backup:
             continue  # the backup is newer than a registration it already contains
         try:

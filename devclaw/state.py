@@ -338,6 +338,8 @@ class ProjectStore:
                 self._lock.acquire(timeout=left, poll_interval=0.002)
             except filelock.Timeout:
                 raise StateError(self._busy()) from None
+            except OSError as exc:
+                raise StateError(f"Cannot lock {self.path}: {exc.strerror or exc}") from exc
             try:
                 yield self.read()
             finally:

@@ -62,11 +62,15 @@ def _drifted(ws: Workspace, tracker: LocalTracker) -> dict[str, Any]:
     return {"autoFix": True}
 
 
+# The embedded tracker's move is one transaction: it records no intent (the network trackers' case is below).
+LOCAL_POINTS = tuple(point for point in CRASH_POINTS if point != "after_intent")
+
+
 @dataclass(frozen=True)
 class Case:
     tool: str
     setup: Setup
-    points: tuple[str, ...] = CRASH_POINTS
+    points: tuple[str, ...] = LOCAL_POINTS
 
     @property
     def id(self) -> str:
@@ -140,3 +144,41 @@ def test_a_crash_before_any_write_changes_nothing(ws: Workspace, tracker: LocalT
     assert run_killed(ws, "task_pickup", params, "after_validation").returncode == -signal.SIGKILL
     assert (ws.store.path.read_bytes(), ws.audit.path.read_bytes()) == (state, audit)
     assert local_tracker(ws).get_issue(1).label is Label.TO_DO
+
+
+@pytest.mark.parametrize("point", ["after_intent", "after_tracker_write", "after_state_commit"])
+@pytest.mark.parametrize("tool", ["task_pickup", "task_complete"])
+def test_a_crash_on_a_network_tracker_is_settled_by_its_intent(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, tool: str, point: str
+) -> None:
+    from devclaw.registry import register_project
+    from devclaw.state import Project, TrackerConfig
+    from tests.fakes import FakeGitLab, FakeServer
+
+    fake = FakeGitLab("acme/webapp")
+    monkeypatch.setenv("FAKE_TOKEN", fake.token)
+    with FakeServer(fake) as server:
+        config = TrackerConfig(provider="gitlab", path="acme/webapp", base_url=server.url, token_env="FAKE_TOKEN")
+        register_project(ws, GROUP, Project(name="webapp", tracker=config))
+        issue = fake.project.add("Task", labels=["To Do"])
+        params: dict[str, Any] = {"issueId": issue, "role": "dev", "projectGroupId": GROUP}
+        if tool == "task_complete":
+            call(ws, "task_pickup", **params)
+            params = {"role": "dev", "result": "done", "projectGroupId": GROUP}
+        done = run_killed(ws, tool, params, point)
+        assert done.returncode == -signal.SIGKILL, f"never reached {point}: rc={done.returncode} {done.stderr}"
+        assert_files_whole(ws)
+        pending = ws.store.read().project(GROUP).intents
+        assert len(pending) == (0 if point == "after_state_commit" else 1)
+        repaired = call(ws, "session_health", autoFix=True)
+        project = ws.store.read().project(GROUP)
+        label = fake.project.issues[issue].labels
+        assert project.intents == []
+        if tool == "task_pickup":
+            # the move landed (or not), and the worker agrees with it
+            assert project.worker("dev").active is (label == ["Doing"]), (label, repaired)
+        elif point == "after_intent":  # the move was never made: DEV is still on it
+            assert label == ["Doing"] and project.worker("dev").active is True, (label, repaired)
+        else:
+            assert label == ["To Test"] and project.worker("dev").active is False, (label, repaired)
+        assert call(ws, "session_health", checkTracker=True, activeSessions=[])["fixesApplied"] == 0

@@ -153,3 +153,30 @@ def test_a_python_without_devclaw_is_explained_in_the_tool_result(
     assert details["success"] is False and details["error"]["type"] == "config"
     assert message in details["error"]["message"]
     assert "plugins.entries.devclaw.config.python" in details["error"]["message"]
+
+
+def test_a_timed_out_mutation_says_it_may_still_complete_and_serve_is_not_killed(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devclaw.registry import register_project
+    from devclaw.state import Project, TrackerConfig
+    from tests.fakes import FakeGitLab, FakeServer
+
+    fake = FakeGitLab("acme/webapp")
+    monkeypatch.setenv("FAKE_TOKEN", fake.token)
+    with FakeServer(fake) as server:
+        config = TrackerConfig(provider="gitlab", path="acme/webapp", base_url=server.url, token_env="FAKE_TOKEN")
+        register_project(ws, GROUP, Project(name="webapp", tracker=config))
+        issue = fake.project.add("Task", labels=["To Do"])
+        fake.stall(2, method="GET")  # the pickup's read answers after the bridge stopped waiting
+        calls = [["task_pickup", {"issueId": issue, "role": "dev", "projectGroupId": GROUP}]]
+        outcome = node_host(calls, {"python": sys.executable, "callTimeoutSeconds": 1}, {"workspaceDir": str(ws.root)})[
+            "outcomes"
+        ]
+    message = outcome[0]["error"]["message"]
+    assert "did not answer within 1 s" in message and "It may still complete" in message
+    assert "retry the same call" in message
+    # serve was not killed mid-mutation: it finished the pickup, and devclaw's files agree with the tracker.
+    assert fake.project.issues[issue].labels == ["Doing"], [r.get("message") for r in ws.audit.records()]
+    assert ws.store.read().project(GROUP).worker("dev").issue_id == issue
+    assert [r["issue"] for r in ws.audit.records(event="task_pickup")] == [issue]

@@ -272,3 +272,17 @@ def test_stray_output_goes_to_stderr_and_a_bug_is_an_internal_error(
     evidence = crash_log.read_text()
     assert "Traceback" in evidence and "RuntimeError: the bug" in evidence and "devclaw 0.1.0" in evidence
     # the fixture checks that stdout carried nothing but the two responses
+
+
+def test_serve_refuses_ids_it_could_not_echo_as_json(start_serve: Any, ws: Workspace, project: Project) -> None:
+    serve = start_serve(ws)
+    for raw in (
+        b'{"id": NaN, "tool": "queue_status"}',
+        b'{"id": Infinity, "tool": "queue_status"}',
+        b'{"id": 1e400, "tool": "queue_status"}',
+        b"[" * 100_000 + b"]" * 100_000,
+    ):
+        serve.send_raw(raw + b"\n")
+        response = serve.receive()
+        assert response["id"] is None and response["error"]["type"] == "invalid_input", response
+    assert serve.close() == 0  # every line it wrote was valid JSON (the fixture checks stdout)

@@ -285,3 +285,40 @@ def test_two_projects_with_two_dev_workers_each_get_four_dev_runs(ws: Workspace)
     assert sorted(dev) == sorted([(GROUP, 0), (GROUP, 1), (OTHER_GROUP, 0), (OTHER_GROUP, 1)])
     again = tick(ws, activeSessions=["agent:main:main"])
     assert [d for d in again["dispatches"] if d["role"] == "dev"] == []  # the caps hold
+
+
+def _two_projects_with_two_dev_slots(ws: Workspace, cap: int | None) -> None:
+    add_local_project(ws)
+    add_local_project(ws, OTHER_GROUP, "api")
+    for name in ("webapp", "api"):
+        for n in range(3):
+            local_tracker(ws, name).create_issue(f"{name} task {n}", "", ("To Do",))
+
+    def configure(state: Any) -> Any:
+        projects = {gid: p.model_copy(update={"max_workers": {"dev": 2}}) for gid, p in state.projects.items()}
+        caps = {"dev": cap} if cap is not None else {}
+        return state.model_copy(update={"projects": projects, "max_active_workers_per_role": caps})
+
+    ws.store.update(configure)
+
+
+def test_a_tick_fills_two_dev_slots_in_each_of_two_projects(ws: Workspace) -> None:
+    _two_projects_with_two_dev_slots(ws, cap=None)
+    result = tick(ws, activeSessions=[])
+    dispatched = sorted((d["groupId"], d["slot"], d["issueId"]) for d in result["dispatches"] if d["role"] == "dev")
+    assert dispatched == sorted([(OTHER_GROUP, 0, 1), (OTHER_GROUP, 1, 2), (GROUP, 0, 1), (GROUP, 1, 2)])
+    state = ws.store.read()
+    assert state.active_count("dev") == 4
+    # each slot is its own worker: its own session label in the spawn instructions
+    labels = {d["instructions"].split('"label": "')[1].split('"')[0] for d in result["dispatches"]}
+    assert labels == {"devclaw-webapp-dev", "devclaw-webapp-dev-2", "devclaw-api-dev", "devclaw-api-dev-2"}
+    assert tick(ws, activeSessions=[])["dispatches"] == []  # every slot is busy now
+
+
+def test_a_tick_stops_at_the_workspace_cap(ws: Workspace) -> None:
+    _two_projects_with_two_dev_slots(ws, cap=3)
+    result = tick(ws, activeSessions=[])
+    assert len([d for d in result["dispatches"] if d["role"] == "dev"]) == 3
+    assert ws.store.read().active_count("dev") == 3
+    with pytest.raises(Exception, match=r"maxActiveWorkersPerRole.dev is 3"):
+        call(ws, "task_pickup", issueId=3, role="dev", projectGroupId=OTHER_GROUP)

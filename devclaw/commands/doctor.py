@@ -20,7 +20,8 @@ from typing import Any, Literal
 from devclaw.cli import print_json
 from devclaw.errors import DevclawError
 from devclaw.redact import redact
-from devclaw.state import Project
+from devclaw.state import Project, ProjectsFile
+from devclaw.trackers import DEFAULT_TOKEN_ENV
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
 
@@ -67,10 +68,72 @@ def diagnose(ws: Workspace) -> tuple[list[Finding], dict[str, str]]:
     count = f"{len(state.projects)} project(s)"
     message = f"valid, {count}" if exists else "missing: no project registered yet (devclaw project add)"
     findings.insert(0, Finding("workspace", "projects.json", "ok" if exists else "warning", message))
+    findings += _shared_trackers(state)
+    findings.append(_audit_whole(ws))
     for group_id, project in state.projects.items():
         findings += _tracker_checks(ws, group_id, project)
         findings.append(_repo_check(group_id, project))
+        findings += _state_checks(group_id, project)
     return findings, {group_id: project.name for group_id, project in state.projects.items()}
+
+
+def _shared_trackers(state: ProjectsFile) -> list[Finding]:
+    """Two projects on one tracker project undo each other's work (each sees the other's as orphans)."""
+    by_tracker: dict[tuple[str, str, str], list[str]] = {}
+    for group_id, project in state.projects.items():
+        by_tracker.setdefault(project.tracker.identity(), []).append(group_id)
+    return [
+        Finding(
+            groups[1],
+            "tracker",
+            "error",
+            f"{identity[0]} {identity[2]!r} is also the tracker of project(s) "
+            f"{', '.join(groups[:1] + groups[2:])}: give each project its own (devclaw project edit --path)",
+        )
+        for identity, groups in by_tracker.items()
+        if len(groups) > 1
+    ]
+
+
+def _audit_whole(ws: Workspace) -> Finding:
+    for _ in ws.audit.lines():
+        pass  # a diagnostic may read the whole log; decisions never do
+    torn = ws.audit.skipped_lines
+    if torn:
+        return Finding(
+            "workspace",
+            "audit lines",
+            "warning",
+            f"{torn} torn or unreadable line(s) skipped by readers "
+            "(a full disk or a crash cut them); every other line is whole",
+        )
+    return Finding("workspace", "audit lines", "ok", "every line is whole")
+
+
+def _state_checks(group_id: str, project: Project) -> list[Finding]:
+    found = []
+    if project.intents:
+        issues = ", ".join(f"#{i.issue_id}" for i in project.intents)
+        found.append(
+            Finding(
+                group_id,
+                "pending moves",
+                "warning",
+                f"{len(project.intents)} move(s) whose reply "
+                f"was lost ({issues}): the next call or session_health settles them",
+            )
+        )
+    if project.audit_gaps:
+        found.append(
+            Finding(
+                group_id,
+                "audit gap",
+                "warning",
+                f"{len(project.audit_gaps)} audit line(s) could not "
+                "be written when their change was made: session_health with autoFix writes them",
+            )
+        )
+    return found
 
 
 def _audit_writable(ws: Workspace) -> Finding:
@@ -96,9 +159,14 @@ def _loop_checks(ws: Workspace) -> list[Finding]:
     if not loop.enabled:
         return [Finding("workspace", "work loop", "ok", "off (manual mode: the orchestrator calls the tools)")]
     last = loop.last_tick
-    told = "no tick yet" if last is None else (
-        f"last tick {last.at} {'ok' if last.ok else 'FAILED: ' + (last.error or '?')}, "
-        f"{last.dispatches or 0} dispatched, {last.fixes or 0} fixed")  # fmt: skip
+    told = (
+        "no tick yet"
+        if last is None
+        else (
+            f"last tick {last.at} {'ok' if last.ok else 'FAILED: ' + (last.error or '?')}, "
+            f"{last.dispatches or 0} dispatched, {last.fixes or 0} fixed"
+        )
+    )
     status: Status = "ok" if loop.running and (last is None or last.ok) else "warning"
     state = "running" if loop.running else "not running (loop.json is stale: is the gateway up?)"
     findings = [Finding("workspace", "work loop", status, f"on, {state}; {told}; next tick {loop.next_tick_at or '?'}")]
@@ -108,8 +176,11 @@ def _loop_checks(ws: Workspace) -> list[Finding]:
         else "not allowed: workers run on the default model (set plugins.entries.devclaw.subagent.allowModelOverride)"
     )
     findings.append(Finding("workspace", "model override", "ok" if loop.model_override else "warning", model))
-    channel = {True: "telegram loaded", False: "no telegram channel: announcements only on the audit log",
-               None: "not looked up yet"}[loop.announce_channel]  # fmt: skip
+    channel = {
+        True: "telegram loaded",
+        False: "no telegram channel: announcements only on the audit log",
+        None: "not looked up yet",
+    }[loop.announce_channel]
     findings.append(
         Finding("workspace", "announce", "ok" if loop.announce_channel is not False else "warning", channel)
     )
@@ -125,14 +196,19 @@ def _tracker_checks(ws: Workspace, group_id: str, project: Project) -> list[Find
         tracker.list_issues(Label.DOING)
     except DevclawError as exc:
         return [Finding(group_id, "tracker", "error", exc.message)]
-    found = [Finding(group_id, "tracker", "ok", f"{provider} {tracker.path}: reachable, token accepted")]
+    has_token = provider in DEFAULT_TOKEN_ENV
+    accepted = "reachable, token accepted" if has_token else "readable (the embedded tracker needs no token)"
+    found = [Finding(group_id, "tracker", "ok", f"{provider} {tracker.path}: {accepted}")]
     try:
         created = tracker.ensure_labels()
     except DevclawError as exc:
         return [*found, Finding(group_id, "labels", "error", f"cannot list or create the labels: {exc.message}")]
     if created:
-        found.append(Finding(group_id, "labels", "warning", f"{len(created)} were missing and were created: "
-                                                             f"{', '.join(created)}"))  # fmt: skip
+        found.append(
+            Finding(
+                group_id, "labels", "warning", f"{len(created)} were missing and were created: {', '.join(created)}"
+            )
+        )
     else:
         found.append(Finding(group_id, "labels", "ok", f"all {len(Label)} workflow labels present"))
     return found
@@ -161,8 +237,14 @@ def _repo_check(group_id: str, project: Project) -> Finding:
 
 def _git(repo: str, *argv: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", repo, *argv], capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                              stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["git", "-C", repo, *argv],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

@@ -33,6 +33,9 @@ def call_tool(ws: Workspace, name: str, params: object) -> dict[str, Any]:
     try:
         tool = _find(name)
         parsed = _parse(tool, params)
+        # Never create a workspace by accident (a mistyped path, serve's workspace field pointing
+        # nowhere); a mutation also needs it writable before anything reaches the tracker.
+        ws.require_writable() if tool.mutating else ws.require_existing()
         result = tool.run(ws, parsed)
         data: dict[str, Any] = redact_result(result.model_dump(mode="json", by_alias=True))
     except DevclawError as exc:

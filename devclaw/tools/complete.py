@@ -126,6 +126,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "result": params.result,
             "summary": params.summary,
             "labelTransition": result.label_transition,
+            "announcement": result.announcement,
             "gitPull": None,
             "loopBrake": result.loop_brake,
             "model": (params.usage.model if params.usage else None) or full_model(worker.model, state.models),

@@ -280,6 +280,7 @@ def _records(result: TaskPickupResult, choice: ModelChoice, slot: int) -> list[R
                 "sessionAction": result.session_action,
                 "sessionId": result.session_id,
                 "labelTransition": result.label_transition,
+                "announcement": result.announcement,
             },
         ),
         Record(

@@ -34,7 +34,7 @@ def issue_labels(workspace: Path, group: str, issue: int) -> tuple[str, list[str
 
 def worker(workspace: Path, group: str, role: str) -> dict[str, Any]:
     state = json.loads((workspace / "memory" / "projects.json").read_text())
-    role_state: dict[str, Any] = state["projects"][group][role]
+    role_state: dict[str, Any] = state["projects"][group]["workers"][role][0]
     return role_state
 
 
@@ -69,7 +69,7 @@ def test_full_lifecycle_through_tools_invoke(gateway: Gateway, agent_workspace: 
     assert pickup["sessionAction"] == "spawn"
     assert issue_labels(ws, GROUP, issue) == ("open", ["Doing"])
     assert worker(ws, GROUP, "dev")["active"] is True
-    assert worker(ws, GROUP, "dev")["issueId"] == str(issue)
+    assert worker(ws, GROUP, "dev")["issueId"] == issue
     assert new_audit_events(ws, audit_before)[:1] == ["task_pickup"]
 
     gateway.result(
