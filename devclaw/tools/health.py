@@ -190,7 +190,7 @@ def session_health(ws: Workspace, params: SessionHealthInput) -> SessionHealthRe
     findings: list[_Finding] = []
     grace: list[GraceWorker] = []
     for group_id in state.projects:
-        found, seen = fixed.get(group_id) or scanned[group_id]
+        found, seen = fixed[group_id] if group_id in fixed else scanned[group_id]
         findings += found
         grace += seen
     result = _report(ws, params, check_tracker, len(state.projects), findings, grace)
