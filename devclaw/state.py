@@ -18,6 +18,7 @@ import stat
 import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,6 +295,10 @@ class ProjectStore:
         self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
         self._fragments: dict[str, tuple[Project, str]] = {}
         self._guard = threading.Lock()
+        #: Threads of this process queue here, not on the file: only one of them polls the file lock, so
+        #: many concurrent calls in ``devclaw serve`` do not burn the CPU polling it (reentrant, as the
+        #: file lock is for one thread).
+        self._threads = threading.RLock()
 
     def read(self) -> ProjectsFile:
         """The current file, validated. A missing file is an empty registry."""
@@ -323,20 +328,30 @@ class ProjectStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[ProjectsFile]:
         """Hold the file lock for a whole read-check-write (rebuild); yields the file as read under it."""
+        started = time.monotonic()
+        if not self._threads.acquire(timeout=self.lock_timeout):
+            raise StateError(self._busy())
         try:
-            # The lock is held for one short write: poll often, a 50 ms default would be most of the wait.
-            self._lock.acquire(poll_interval=0.002)
-        except filelock.Timeout:
-            raise StateError(
-                f"{self.path} is locked by another devclaw call (waited {self.lock_timeout:g} s); "
-                "try again, or raise DEVCLAW_LOCK_TIMEOUT if calls are slow"
-            ) from None
-        except OSError as exc:
-            raise StateError(f"Cannot lock {self.path}: {exc.strerror or exc}") from exc
-        try:
-            yield self.read()
+            try:
+                # The lock is held for one short write: poll often, a 50 ms default would be most of the wait.
+                left = max(0.0, self.lock_timeout - (time.monotonic() - started))
+                self._lock.acquire(timeout=left, poll_interval=0.002)
+            except filelock.Timeout:
+                raise StateError(self._busy()) from None
+            except OSError as exc:
+                raise StateError(f"Cannot lock {self.path}: {exc.strerror or exc}") from exc
+            try:
+                yield self.read()
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            self._threads.release()
+
+    def _busy(self) -> str:
+        return (
+            f"{self.path} is locked by another devclaw call (waited {self.lock_timeout:g} s); "
+            "try again, or raise DEVCLAW_LOCK_TIMEOUT if calls are slow"
+        )
 
     def update(self, change: Callable[[ProjectsFile], ProjectsFile]) -> ProjectsFile:
         """Re-read the file under the lock, ``change`` it (a function returning the new file, never

@@ -19,6 +19,7 @@ another project never waits for this one. Unknown is not dead: a tracker that ca
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -164,17 +165,34 @@ def session_health(ws: Workspace, params: SessionHealthInput) -> SessionHealthRe
         views=_read_trackers(ws, state) if check_tracker else {},
     )
     fixing = params.auto_fix and not params.dry_run
-    findings: list[_Finding] = []
-    grace: list[GraceWorker] = []
+    scanned: dict[str, tuple[list[_Finding], list[GraceWorker]]] = {}
+    to_fix: list[str] = []
     for group_id, project in state.projects.items():
         seen: list[GraceWorker] = []
         found = _scan(run, state, group_id, seen, check_tracker)
+        scanned[group_id] = (found, seen)
         if fixing and (project.intents or any(f.plan or f.step for f in found)):
-            # Only a project with something to fix is locked, and checked again under its lock.
-            findings += _fix_project(run, group_id, grace)
-        else:
-            findings += found
-            grace += seen
+            to_fix.append(group_id)
+    # Only a project with something to fix is locked, and checked again under its lock. Projects are
+    # fixed in parallel (each under its own lock): one project's tracker writes never wait for another's.
+    fixed: dict[str, tuple[list[_Finding], list[GraceWorker]]] = {}
+    if to_fix:
+
+        def fix(group_id: str) -> tuple[list[_Finding], list[GraceWorker]]:
+            seen: list[GraceWorker] = []
+            return _fix_project(run, group_id, seen), seen
+
+        # Each fix runs in a copy of this call's context: the caller's deadline bounds its lock waits.
+        contexts = [contextvars.copy_context() for _ in to_fix]
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_READS, len(to_fix))) as pool:
+            done = pool.map(lambda context, group_id: context.run(fix, group_id), contexts, to_fix)
+            fixed = dict(zip(to_fix, done, strict=True))
+    findings: list[_Finding] = []
+    grace: list[GraceWorker] = []
+    for group_id in state.projects:
+        found, seen = fixed[group_id] if group_id in fixed else scanned[group_id]
+        findings += found
+        grace += seen
     result = _report(ws, params, check_tracker, len(state.projects), findings, grace)
     if params.dry_run:
         result.dry_run = True
