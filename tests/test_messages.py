@@ -97,3 +97,13 @@ def test_deep_nesting_is_an_input_error(ws: Workspace, tracker: LocalTracker) ->
         deep = [deep]
     with pytest.raises(InputError, match="nested more than"):
         call(ws, "session_health", activeSessions=deep)
+
+
+def test_a_huge_unknown_parameter_is_refused_and_logged_bounded(ws: Workspace, tracker: LocalTracker) -> None:
+    issue = new_issue(tracker)
+    with pytest.raises(InputError, match="Extra inputs are not permitted") as caught:
+        call(ws, "task_pickup", issueId=issue, role="dev", projectGroupId=GROUP, notes="x" * 5_000_000)
+    assert len(caught.value.message) < 1_000
+    line = ws.audit.path.read_bytes().splitlines()[-1]
+    assert b'"event": "error"' in line and len(line) < 2_000
+    assert tracker.get_issue(issue).label is Label.TO_DO
