@@ -68,3 +68,35 @@ def test_a_hung_tracker_does_not_hold_up_another_project(
     finally:
         serve.kill()
     assert serve.stray == []
+
+
+def test_a_hung_tracker_does_not_hold_up_another_project_through_the_cli(
+    ws: Workspace, hung_gitlab: FakeGitLab
+) -> None:
+    import json
+    import subprocess
+
+    add_local_project(ws, OTHER_GROUP, name="api")
+    b_issue = new_issue(local_tracker(ws, "api"))
+    cli = [sys.executable, "-m", "devclaw.cli", "--workspace", str(ws.root), "call"]
+    hung = subprocess.Popen(
+        [*cli, "task_pickup", json.dumps({"projectGroupId": GROUP, "issueId": 1, "role": "dev"})],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        started = time.monotonic()
+        while not hung_gitlab.log:  # A's process is in its tracker request, and will stay there
+            assert hung.poll() is None and time.monotonic() - started < TIMEOUT
+            time.sleep(0.05)
+        for tool, params in [
+            ("task_pickup", {"projectGroupId": OTHER_GROUP, "issueId": b_issue, "role": "dev"}),
+            ("task_complete", {"projectGroupId": OTHER_GROUP, "role": "dev", "result": "done"}),
+        ]:
+            done = subprocess.run([*cli, tool, json.dumps(params)], capture_output=True, text=True, timeout=TIMEOUT)
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert hung.poll() is None  # B's two calls were answered while A's still hangs
+        assert local_tracker(ws, "api").get_issue(b_issue).label == "To Test"
+    finally:
+        hung.kill()  # by its own PID
+        hung.wait(timeout=TIMEOUT)
