@@ -72,8 +72,14 @@ def perform(ws: Workspace, action: tuple[Any, ...], sessions: set[str]) -> None:
             _, p, role_name, result, issue = action
             results = RESULTS[role_name]
             where: dict[str, Any] = {} if issue is None else {"issueId": issue}
-            call(ws, "task_complete", projectGroupId=GROUPS[p], role=role_name, result=results[result % len(results)],
-                 **where)  # fmt: skip
+            call(
+                ws,
+                "task_complete",
+                projectGroupId=GROUPS[p],
+                role=role_name,
+                result=results[result % len(results)],
+                **where,
+            )
         else:
             _, late, alive = action
             seen = replace(ws, clock=lambda: ws.clock() + timedelta(minutes=10)) if late else ws
@@ -114,3 +120,47 @@ def test_no_interleaving_leaves_untracked_or_doubly_tracked_work(steps: list[tup
             assert violations(ws) == [], steps[: n + 1]
         call(ws, "session_health", autoFix=True, activeSessions=sorted(sessions))
         assert violations(ws) == [], steps
+
+
+CRASH_AT = ["after_tracker_write", "after_state_commit", "during_audit_append"]
+crash = st.tuples(st.just("crash"), project_index, role, issue_number, st.sampled_from(CRASH_AT), st.booleans())
+
+
+def crash_step(ws: Workspace, action: tuple[Any, ...]) -> None:
+    """A pickup or completion in a real child process, SIGKILLed at a step boundary of its apply."""
+    import os
+    import subprocess
+    import sys
+
+    _, p, role_name, issue, point, completing = action
+    if completing:
+        tool, params = (
+            "task_complete",
+            {"projectGroupId": GROUPS[p], "role": role_name, "issueId": issue, "result": RESULTS[role_name][0]},
+        )
+    else:
+        tool, params = "task_pickup", {"projectGroupId": GROUPS[p], "role": role_name, "issueId": issue}
+    argv = [sys.executable, "-m", "devclaw.cli", "--workspace", str(ws.root), "call", tool, json.dumps(params)]
+    subprocess.run(argv, env={**os.environ, "DEVCLAW_CRASH_AT": point}, capture_output=True, timeout=120, check=False)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(actions, crash), min_size=1, max_size=12))
+def test_after_crashes_one_health_run_restores_the_invariant(steps: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        ws = fresh_workspace(Path(root))
+        sessions: set[str] = set()
+        crashed = False
+        for step in steps:
+            if step[0] == "crash":
+                crash_step(ws, step)
+                crashed = True
+                continue
+            perform(ws, step, sessions)
+            if step[0] == "health":
+                crashed = False  # autoFix ran: what any crash left is repaired
+            if not crashed:
+                assert violations(ws) == [], steps
+        call(ws, "session_health", autoFix=True, activeSessions=sorted(sessions))
+        assert violations(ws) == [], steps
+        assert call(ws, "session_health", autoFix=True, activeSessions=sorted(sessions))["fixesApplied"] == 0, steps
