@@ -377,3 +377,20 @@ def test_a_base_url_with_credentials_is_refused_naming_token_env() -> None:
         TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://user:pw@gitlab.example")
     assert "--token-env" in str(caught.value)
     assert TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://gitlab.example").base_url
+
+
+def test_a_human_move_whose_reply_is_lost_converges_on_retry(remote: Setup) -> None:
+    from devclaw.commands.issue import label_issue
+
+    s = remote
+    assert s.fake is not None
+    issue = s.seed("Decide the year", ["Refining"])
+    s.fake.apply_then_fail(500, method=write_method(s), then_gets=3)
+    with pytest.raises(TrackerError, match="may have applied"):
+        label_issue(s.ws, GROUP, issue, "To Do")
+    assert [i["issueId"] for i in project_entry(s.ws)["intents"]] == [issue]
+    s.fake.faults.clear()
+    assert "To Do" in label_issue(s.ws, GROUP, issue, "To Do")["labels"]
+    assert project_entry(s.ws).get("intents", []) == []
+    [line] = lines(s.ws, "issue_label", issue)
+    assert line["labelTransition"] == "Refining → To Do" and line["reconciled"] is True

@@ -108,6 +108,12 @@ def decide_label(
     project = state.project(group_id)
     issue = ws.tracker(project).get_issue(issue_id)
     human_move(current_label(issue.labels), target, force=force)
+    if issue.label == target:  # already there (a retry whose first try landed): nothing to do, nothing to log
+        return Plan(
+            tool="issue_label",
+            group_id=group_id,
+            result=LabelResult(issue_id=issue.id, label_transition=f"{target} (already)"),
+        )
     move = Move(issue, target)
     record = Record(
         "issue_label",
