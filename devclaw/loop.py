@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from devclaw.engine import Move, Plan, Record, mutate
-from devclaw.errors import DevclawError, InputError, WorkflowError, error_payload
+from devclaw.errors import DevclawError, WorkflowError, error_payload
 from devclaw.state import Project, ProjectsFile, SlotChange
-from devclaw.tools import call_tool
+from devclaw.tools import call_tool, parse_params
 from devclaw.tools.base import ToolInput, ToolResult
 from devclaw.tools.common import GroupId, RoleParam, fit_message, one_line
 from devclaw.tools.pickup import active_worker
@@ -309,15 +309,7 @@ LOOP_REQUESTS: dict[str, tuple[type[ToolInput], Callable[[Workspace, Any], ToolR
 def call_loop(ws: Workspace, name: str, params: object) -> dict[str, Any]:
     """Validate and run one loop request; the result as JSON-able data (errors raised as DevclawError)."""
     model, function = LOOP_REQUESTS[name]
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise InputError(f"{name}: parameters must be a JSON object")
-    try:
-        parsed = model.model_validate(params)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"{name}: invalid parameters: {problems}") from None
+    parsed = parse_params(name, model, params)
     data: dict[str, Any] = function(ws, parsed).model_dump(mode="json", by_alias=True)
     return data
 

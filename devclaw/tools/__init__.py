@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from devclaw.errors import DevclawError, InputError, error_payload, record_crash
 from devclaw.redact import redact_result, sanitize
@@ -16,6 +16,8 @@ from devclaw.tools.loop_status import LOOP_STATUS
 from devclaw.tools.pickup import PICKUP, PICKUP_CONFIRM
 from devclaw.tools.queue import QUEUE_STATUS
 from devclaw.workspace import Workspace
+
+M = TypeVar("M", bound=BaseModel)
 
 TOOLS: dict[str, Tool[Any, Any]] = {
     tool.name: tool for tool in (PICKUP, PICKUP_CONFIRM, COMPLETE, QUEUE_STATUS, SESSION_HEALTH, LOOP_STATUS)
@@ -56,19 +58,25 @@ def _find(name: str) -> Tool[Any, Any]:
 
 
 def _parse(tool: Tool[Any, Any], params: object) -> Any:
+    return parse_params(tool.name, tool.input_model, params)
+
+
+def parse_params(name: str, model: type[M], params: object) -> M:
+    """``params`` as ``model``, or an ``InputError`` naming each bad field: the one validation of every
+    request, tools and the work loop's alike."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise InputError(f"{tool.name}: parameters must be a JSON object, got {type(params).__name__}")
-    _check_values(tool.name, params, "parameters", 0)
+        raise InputError(f"{name}: parameters must be a JSON object, got {type(params).__name__}")
+    _check_values(name, params, "parameters", 0)
     try:
-        return tool.input_model.model_validate(params)
+        return model.model_validate(params)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p)[:80] for p in error['loc']) or 'parameters'}: {error['msg'][:300]}"
             for error in exc.errors()[:10]
         )
-        raise InputError(f"{tool.name}: invalid parameters: {problems}") from None
+        raise InputError(f"{name}: invalid parameters: {problems}") from None
 
 
 MAX_NESTING = 32
