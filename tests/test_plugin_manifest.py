@@ -172,8 +172,8 @@ def test_a_timed_out_mutation_says_it_may_still_complete_and_serve_is_not_killed
         # The pickup's label write lands at once; its reply comes long after the bridge stopped waiting.
         fake.stall(12, method="PUT")
         calls = [["queue_status", {}], ["task_pickup", {"issueId": issue, "role": "dev", "projectGroupId": GROUP}]]
-        config = {"python": sys.executable, "callTimeoutSeconds": 6}
-        outcome = node_host(calls, config, {"workspaceDir": str(ws.root)})["outcomes"]
+        plugin_config = {"python": sys.executable, "callTimeoutSeconds": 6}
+        outcome = node_host(calls, plugin_config, {"workspaceDir": str(ws.root)})["outcomes"]
     assert "ok" in outcome[0], outcome[0]
     message = outcome[1]["error"]["message"]
     assert "did not answer within 6 s" in message and "It may still complete" in message
