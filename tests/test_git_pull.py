@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,27 @@ def test_diverged_checkout_is_a_warning_not_a_failure(ws: Workspace, checkout: t
     result = call(ws, "task_complete", role="dev", result="done", projectGroupId=GROUP)
     assert result["gitPull"].startswith(f"warning: git pull failed in {work}:")
     assert local_tracker(ws).get_issue(issue).labels == ("To Test",)
+
+
+def test_pulls_racing_in_one_checkout_take_turns(checkout: tuple[Path, Path]) -> None:
+    """Two projects on one checkout: pulls at once would fail ("Cannot fast-forward to multiple branches")."""
+    work, _ = checkout
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(lambda _: pull_ff_only(str(work)), range(8)))
+    assert outcomes == ["success"] * 8
+    assert (work / "README").read_text() == "v2\n"
+
+
+def test_a_pull_waits_for_the_one_running_then_gives_up_with_a_warning(checkout: tuple[Path, Path]) -> None:
+    work, _ = checkout
+    fd = os.open(work, os.O_RDONLY)  # another pull holding the checkout
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        outcome = pull_ff_only(str(work), timeout=0.2)
+    finally:
+        os.close(fd)
+    assert outcome == f"warning: another git pull in {work} was still running after 0.2 s; nothing pulled"
+    assert (work / "README").read_text() == "v1\n"
 
 
 def test_missing_repo_is_a_warning(tmp_path: Path) -> None:
