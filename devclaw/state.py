@@ -20,6 +20,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -293,7 +294,8 @@ class ProjectStore:
         self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=lock_timeout)
         self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
-        self._fragments: dict[str, tuple[Project, str]] = {}
+        self._entries: dict[str, tuple[Project, bytes]] = {}
+        self._pending: list[_Commit] = []
         self._guard = threading.Lock()
         #: Threads of this process queue here, not on the file: only one of them polls the file lock, so
         #: many concurrent calls in ``devclaw serve`` do not burn the CPU polling it (reentrant, as the
@@ -355,11 +357,54 @@ class ProjectStore:
 
     def update(self, change: Callable[[ProjectsFile], ProjectsFile]) -> ProjectsFile:
         """Re-read the file under the lock, ``change`` it (a function returning the new file, never
-        mutating the one it is given) and write the result. The lock is held for this alone."""
-        with self.locked() as state:
-            new = change(state)
-            self.write(new)
-            return new
+        mutating the one it is given) and write the result. The lock is held for this alone.
+
+        Concurrent calls of this process are committed together (a group commit): the thread that gets
+        the lock applies every change queued meanwhile, in order, each to the result of the one before,
+        and writes the file once. A change that raises is left out and its caller gets the error; a
+        failed write fails every change of the group. Each caller gets the file as its change made it.
+        """
+        commit = _Commit(change)
+        with self._guard:
+            self._pending.append(commit)
+        if not self._threads.acquire(timeout=self.lock_timeout):
+            with self._guard:
+                queued = commit in self._pending
+                if queued:
+                    self._pending.remove(commit)
+            if queued:
+                raise StateError(self._busy())
+            commit.finished.wait()  # a group being written holds it: its outcome is this call's outcome
+        else:
+            try:
+                if not commit.finished.is_set():
+                    self._commit_group()
+            finally:
+                self._threads.release()
+        return commit.outcome()
+
+    def _commit_group(self) -> None:
+        with self._guard:
+            group, self._pending = self._pending, []
+        try:
+            with self.locked() as state:
+                changed = False
+                for commit in group:
+                    try:
+                        commit.result = state = commit.change(state)
+                        changed = True
+                    except Exception as exc:  # noqa: BLE001 - re-raised in its own caller; the others go on
+                        commit.error = exc
+                if changed:
+                    self.write(state)
+        except BaseException as exc:
+            for commit in group:
+                if commit.error is None:
+                    commit.error, commit.result = exc, None
+            raise
+        finally:
+            for commit in group:
+                commit.finished.set()
 
     def write(self, state: ProjectsFile) -> None:
         """Atomically replace the file. Call only inside ``locked()``."""
@@ -374,24 +419,38 @@ class ProjectStore:
         self._cache = ((info.st_mtime_ns, info.st_size, info.st_ino), state)
 
     def _serialize(self, state: ProjectsFile) -> bytes:
-        # Projects that did not change are the same objects as at the last write: reuse their text, so a
-        # commit costs the same with 1,000 projects as with 10 (dumping them all is most of the time).
+        # Projects that did not change are the same objects as at the last write: reuse their encoded
+        # entry, so a commit costs about the same with 1,000 projects as with 10 (formatting them all was
+        # most of the time).
         head = state.model_dump_json(by_alias=True, indent=2, exclude={"projects"})
         with self._guard:
-            fragments = {gid: self._fragment(gid, project) for gid, project in state.projects.items()}
-            self._fragments = {gid: (state.projects[gid], text) for gid, text in fragments.items()}
-        if not fragments:
-            body = "{}"
-        else:
-            entries = ",\n".join(f"    {json.dumps(gid)}: {text}" for gid, text in fragments.items())
-            body = "{\n" + entries + "\n  }"
-        return (head[:-2] + ',\n  "projects": ' + body + "\n}\n").encode()
+            entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
+            self._entries = entries
+        body = b"{\n" + b",\n".join(entry for _, entry in entries.values()) + b"\n  }" if entries else b"{}"
+        return head[:-2].encode() + b',\n  "projects": ' + body + b"\n}\n"
 
-    def _fragment(self, group_id: str, project: Project) -> str:
-        known = self._fragments.get(group_id)
+    def _entry(self, group_id: str, project: Project) -> tuple[Project, bytes]:
+        known = self._entries.get(group_id)
         if known is not None and known[0] is project:
-            return known[1]
-        return textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
+            return known
+        text = textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
+        return project, f"    {json.dumps(group_id)}: {text}".encode()
+
+
+@dataclass(eq=False)
+class _Commit:
+    """One ``ProjectStore.update`` waiting for its group to be written."""
+
+    change: Callable[[ProjectsFile], ProjectsFile]
+    result: ProjectsFile | None = None
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def outcome(self) -> ProjectsFile:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 def _read_regular_file(path: Path, limit: int) -> bytes:
