@@ -19,7 +19,7 @@ from devclaw.loop import call_loop, free_slots
 from devclaw.state import Project
 from devclaw.tools.pickup import TaskPickupResult
 from devclaw.workspace import Workspace
-from tests.conftest import GROUP, OTHER_GROUP, PYTHON, add_local_project, call, local_tracker, snapshot
+from tests.conftest import GROUP, NO_CHANGES, OTHER_GROUP, PYTHON, add_local_project, call, local_tracker, snapshot
 from tests.fakes import KINDS
 from tests.test_tool_budgets import DEV_SESSION, QA_SESSION, Setup, budget, registered
 
@@ -28,7 +28,7 @@ PICKUP_FIELDS = {info.alias or name for name, info in TaskPickupResult.model_fie
 
 @pytest.fixture(params=KINDS)
 def setup(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with registered(request.param, ws, monkeypatch) as made:
+    with registered(request.param, ws, monkeypatch, changes=NO_CHANGES) as made:
         yield made
 
 
