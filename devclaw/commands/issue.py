@@ -168,27 +168,46 @@ _URL = re.compile(r"^https?://[^\s/@]+(/\S*)?$")
 
 
 def run_link_mr(ws: Workspace, args: argparse.Namespace) -> int:
-    """Every input is checked before the one write; a bad one changes nothing."""
-    project, tracker = _open(ws, args.group_id, writing=True)
+    linked = link_change(
+        ws, args.group_id, args.issue_id, args.url, state=args.state, source_branch=args.source_branch,
+        target_branch=args.target_branch, draft=args.draft, author=args.author,
+    )  # fmt: skip
+    print_json({"success": True, "issueId": args.issue_id, "change": linked.as_json()})
+    return 0
+
+
+def link_change(
+    ws: Workspace,
+    group_id: str,
+    issue_id: int,
+    url: str,
+    *,
+    state: str = "open",
+    source_branch: str = "",
+    target_branch: str | None = None,
+    draft: bool = False,
+    author: str = "",
+) -> ChangeRequest:
+    """Link a merge request to an issue of the embedded tracker (``devclaw issue link-mr``); the same URL
+    again updates it. Every input is checked before the one write: a bad one changes nothing."""
+    project, tracker = _open(ws, group_id, writing=True)
     if not isinstance(tracker, LocalTracker):
         raise InputError(
             f"link-mr is for the embedded tracker; {project.name} is on {project.tracker.provider}, where devclaw "
-            f'finds the {tracker.change_noun} by itself: say "Closes #{args.issue_id}" in its description'
+            f'finds the {tracker.change_noun} by itself: say "Closes #{issue_id}" in its description'
         )
+    if state not in CHANGE_STATES:
+        raise InputError(f"--state {state!r} is not one of {', '.join(CHANGE_STATES)}; nothing was changed")
     change = ChangeRequest(
         number=0,
-        url=_checked(args.url, _URL, "URL", "an http(s) URL without credentials, e.g. https://git.example/app/pull/3"),
-        state=args.state,
-        draft=args.draft,
-        author=" ".join(args.author.split())[:100],
-        source_branch=_checked(args.source_branch, _BRANCH, "--source-branch", "a branch name")
-        if args.source_branch
-        else "",
-        target_branch=_checked(args.target_branch or project.base_branch, _BRANCH, "--target-branch", "a branch name"),
+        url=_checked(url, _URL, "URL", "an http(s) URL without credentials, e.g. https://git.example/app/pull/3"),
+        state=state,  # checked above
+        draft=draft,
+        author=" ".join(author.split())[:100],
+        source_branch=_checked(source_branch, _BRANCH, "--source-branch", "a branch name") if source_branch else "",
+        target_branch=_checked(target_branch or project.base_branch, _BRANCH, "--target-branch", "a branch name"),
     )
-    linked = tracker.link_change(args.issue_id, change)
-    print_json({"success": True, "issueId": args.issue_id, "change": linked.as_json()})
-    return 0
+    return tracker.link_change(issue_id, change)
 
 
 def _checked(value: str, pattern: re.Pattern[str], name: str, wanted: str) -> str:
