@@ -26,11 +26,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devclaw.registry import register_project
-from devclaw.state import Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, TrackerConfig
 from devclaw.tools import call_tool
 from devclaw.workspace import Workspace
 from tests.fakes import FakeServer, FakeTracker, TrackerKind, make_fake
 
+#: The benchmark measures the engine and the label moves, as before DEV done checked the change; the
+#: change lookup's cost is asserted in tests/test_tool_budgets.py.
+NO_CHANGES = ChangeSettings(required=False)
 DELAY = 0.050
 ROUNDS = 10
 PROJECTS = 20
@@ -54,7 +57,7 @@ def workspace(kind: TrackerKind, projects: int) -> Iterator[tuple[Workspace, Fak
         ws.memory.mkdir()
         for n in range(projects):
             config = TrackerConfig(provider=kind, path=path_of(kind, n), base_url=server.url, token_env=TOKEN_ENV)
-            register_project(ws, f"-100{n}", Project(name=f"webapp{n}", tracker=config))
+            register_project(ws, f"-100{n}", Project(name=f"webapp{n}", tracker=config, changes=NO_CHANGES))
         yield ws, fake
 
 
