@@ -400,3 +400,33 @@ def _changes_rows(db: Path) -> list[tuple[Any, ...]]:
             return conn.execute("SELECT * FROM changes ORDER BY 1, 2, 3").fetchall()
         except sqlite3.OperationalError:
             return []
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_a_dry_run_of_dev_done_is_refused_the_same_way(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch) as h:
+        issue: int = h.issue  # type: ignore[attr-defined]
+        with pytest.raises(WorkflowError, match=f"issue #{issue}"):
+            call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done", dryRun=True)
+        h.add_change(issue, state="merged")
+        answer = call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done", dryRun=True)
+        assert answer["dryRun"] is True and answer["changeState"] == "merged"
+        assert h.labels_of(issue) == ["Doing"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retried_done_and_a_repeated_qa_pickup_name_the_same_change(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, required=True) as h:
+        issue: int = h.issue  # type: ignore[attr-defined]
+        url = h.add_change(issue, state="merged", source_branch="login")
+        first = call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+        again = call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")  # its reply was lost
+        assert again["repeated"] is True and again["changeUrl"] == first["changeUrl"] == url
+        qa = call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        repeat = call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        assert repeat["repeated"] is True and repeat["taskMessage"] == qa["taskMessage"]
+        assert f"{url} (merged), branch login into main" in qa["taskMessage"]
