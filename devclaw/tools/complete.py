@@ -74,13 +74,14 @@ class TaskCompleteResult(MutationResult):
 
 def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResult:
     """Complete the active DEV or QA task with its result. dev "done": Doing -> To Test (and git pull of
-    the project repo); refused, changing nothing, while the issue has no merged merge/pull request and
-    the project requires one (its changes settings; the error says the next step), and the result then
-    carries changeUrl and changeState. qa "pass": Testing -> Done and the issue is closed; "fail": Testing -> To Improve,
-    the issue is reopened and devFixInstructions say how to send it back to DEV; "refine": Testing ->
-    Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
-    the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
-    issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
+    the project repo); where the project requires a change (its changes settings), done is refused while
+    the issue has no merge/pull request, or only unmerged ones when it must be merged, changing nothing
+    and naming the next step; an accepted one carries changeUrl and changeState. qa "pass": Testing ->
+    Done and the issue is closed; "fail": Testing -> To Improve, the issue is reopened and
+    devFixInstructions say how to send it back to DEV; "refine": Testing -> Refining for a human to
+    decide. The worker is freed; its session is kept for the next task. Returns the announcement to post
+    to the group. Loop brake: the QA fail that makes qaFailLimit fails for one issue (default 3) sends it
+    to Refining instead, with a comment on the issue saying why."""
     if params.summary is not None:
         # The summary goes into projects.json (the completion, an intent) as well as the result and the
         # audit line: a token in it is masked once, here, for all of them.
