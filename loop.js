@@ -245,7 +245,8 @@ export class WorkLoop {
     }
     this.#inFlight.set(key, record);
     this.#save();
-    await this.#bridge.call("task_pickup_confirm", { projectGroupId: d.groupId, role: d.role, sessionId: key }, this.#workspace);
+    // issueId names the slot: with two workers of a role active, the confirm would not know which one.
+    await this.#bridge.call("task_pickup_confirm", { projectGroupId: d.groupId, role: d.role, sessionId: key, issueId: d.issueId }, this.#workspace);
     await this.#announce(d.groupId, d.announcement + note);
     this.#follow(record);
   }
@@ -377,7 +378,7 @@ export class WorkLoop {
 
   async #complete(record, verdict) {
     const usage = record.usage ? Object.fromEntries(Object.entries(record.usage).filter(([, v]) => v !== null)) : undefined;
-    const params = { role: record.role, result: verdict.result, projectGroupId: record.groupId, summary: verdict.summary || undefined, usage };
+    const params = { role: record.role, result: verdict.result, projectGroupId: record.groupId, issueId: record.issueId, summary: verdict.summary || undefined, usage };
     let result;
     try {
       result = await this.#bridge.call("task_complete", params, this.#workspace);
