@@ -29,7 +29,7 @@ export const LOOP_DEFAULTS = Object.freeze({
 
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
-const MESSAGE_LIMIT = 500;
+export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
 const VERDICTS = {
   dev: { DONE: "done" },
   qa: { PASS: "pass", FAIL: "fail", REFINE: "refine" },
@@ -141,6 +141,11 @@ export function sumUsage(messages, into = null) {
     if (message.model) total.model = message.provider ? `${message.provider}/${message.model}` : message.model;
   }
   return total;
+}
+
+/** A sumUsage total as task_complete's `usage` parameter: the fields that are known, none that is null. */
+export function usageParam(total) {
+  return total ? Object.fromEntries(Object.entries(total).filter(([, value]) => value !== null)) : undefined;
 }
 
 export function sessionKey(agentId, groupId, role, slot) {
@@ -377,7 +382,7 @@ export class WorkLoop {
   }
 
   async #complete(record, verdict) {
-    const usage = record.usage ? Object.fromEntries(Object.entries(record.usage).filter(([, v]) => v !== null)) : undefined;
+    const usage = usageParam(record.usage);
     const params = { role: record.role, result: verdict.result, projectGroupId: record.groupId, issueId: record.issueId, summary: verdict.summary || undefined, usage };
     let result;
     try {

@@ -325,12 +325,52 @@ def _release_event(spec: RoleSpec, project: Project, params: ReleaseInput) -> Ev
     return spec.revert_event
 
 
+# ----------------------------------------------------------------------------------------------- session
+
+
+class TaskSessionInput(ToolInput):
+    project_group_id: GroupId
+    role: RoleParam
+    issue_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Needed only when several workers of the role are active."
+    )
+
+
+class TaskSessionResult(ToolResult):
+    project: str
+    group_id: str
+    role: Role
+    slot: int
+    issue_id: int | None
+    session_id: str | None
+    start_time: str | None
+
+
+def task_session(ws: Workspace, params: TaskSessionInput) -> TaskSessionResult:
+    """Read-only: the worker a ``task_complete`` with these parameters would complete, with its session
+    and the time of its pickup. The bridge reads that session's messages since the pickup to count the
+    tokens of a run the orchestrator started by hand."""
+    project = ws.store.read().project(params.project_group_id)
+    spec = role_spec(params.role)
+    slot, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
+    return TaskSessionResult(
+        project=project.name,
+        group_id=params.project_group_id,
+        role=spec.name,
+        slot=slot,
+        issue_id=worker.issue_id,
+        session_id=worker.session_id,
+        start_time=worker.start_time,
+    )
+
+
 # ----------------------------------------------------------------------------------------------- requests
 
-#: What ``devclaw serve`` accepts besides the tools: mutating requests of the loop service.
+#: What ``devclaw serve`` accepts besides the tools: the plugin's own requests (``task_session`` only reads).
 LOOP_REQUESTS: dict[str, tuple[type[ToolInput], Callable[[Workspace, Any], ToolResult]]] = {
     "tick": (TickInput, tick),
     "loop_release": (ReleaseInput, release),
+    "task_session": (TaskSessionInput, task_session),
 }
 
 
@@ -347,10 +387,13 @@ __all__ = [
     "Caps",
     "ReleaseInput",
     "Slot",
+    "TaskSessionInput",
+    "TaskSessionResult",
     "TickInput",
     "TickResult",
     "call_loop",
     "idle_slots",
     "release",
+    "task_session",
     "tick",
 ]

@@ -362,3 +362,20 @@ def test_a_tick_stops_at_the_workspace_cap(ws: Workspace) -> None:
     assert ws.store.read().active_count("dev") == 3
     with pytest.raises(Exception, match=r"maxActiveWorkersPerRole.dev is 3"):
         call(ws, "task_pickup", issueId=3, role="dev", projectGroupId=OTHER_GROUP)
+
+
+def test_task_session_names_the_worker_a_completion_would_complete(ws: Workspace) -> None:
+    add_local_project(ws, max_workers={"dev": 2})
+    first = local_tracker(ws).create_issue("First", "", ("To Do",)).id
+    second = local_tracker(ws).create_issue("Second", "", ("To Do",)).id
+    for issue, session in ((first, DEV_SESSION), (second, QA_SESSION)):
+        call(ws, "task_pickup", issueId=issue, role="dev", projectGroupId=GROUP)
+        call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId=session, issueId=issue)
+    before = snapshot(ws)
+    found = call_loop(ws, "task_session", {"projectGroupId": GROUP, "role": "dev", "issueId": second})
+    worker = ws.store.read().project(GROUP).worker("dev", 1)
+    assert (found["slot"], found["issueId"], found["sessionId"]) == (1, second, QA_SESSION)
+    assert found["startTime"] == worker.start_time is not None
+    assert snapshot(ws) == before  # it only reads
+    with pytest.raises(Exception, match="pass issueId"):
+        call_loop(ws, "task_session", {"projectGroupId": GROUP, "role": "dev"})
