@@ -29,6 +29,7 @@ export const LOOP_DEFAULTS = Object.freeze({
 
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
+const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
 export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
 const VERDICTS = {
   dev: { DONE: "done" },
@@ -313,11 +314,10 @@ export class WorkLoop {
       const began = Date.now();
       const waited = await this.#api.runtime.subagent.waitForRun({ runId, timeoutMs: WAIT_CHUNK_MS }).catch((error) => ({ status: "error", error }));
       if (record.runId !== runId) return; // a follow-up run took over
-      const entry = waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
+      const aborted = waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""));
+      const entry = aborted ? await this.#vanishedEntry(record.sessionKey) : waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
       if (!entry) return this.#sessionGone(record);
-      if (waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""))) {
-        return this.#release(record, "queue", "the worker run was aborted");
-      }
+      if (aborted) return this.#release(record, "queue", "the worker run was aborted");
       if (waited.status === "ok" || waited.status === "error") return this.#ended(record, waited.status);
       // "timeout"/"pending" also answers for a runId from before a restart: ask the session entry instead.
       if (entry.status === "done" || entry.status === "failed") return this.#ended(record, entry.status === "done" ? "ok" : "error");
@@ -327,9 +327,20 @@ export class WorkLoop {
 
   /** A run that ended in error may be a session being deleted: give the entry a moment to go. */
   async #settledEntry(key) {
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
       const entry = this.#entry(key);
       if (!entry || entry.status !== "running") return entry;
+      await sleep(1000);
+    }
+    return this.#entry(key);
+  }
+
+  /** An aborted run is what deleting its session looks like first; the entry goes a moment later. Wait for
+   *  that (bounded): a session that is gone is the reconcile's to fix, an abort alone is ours to release. */
+  async #vanishedEntry(key) {
+    for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
+      const entry = this.#entry(key);
+      if (!entry) return entry;
       await sleep(1000);
     }
     return this.#entry(key);
