@@ -103,6 +103,27 @@ def test_a_server_that_is_down_is_reported_with_its_url(kind: TrackerKind) -> No
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("no_proxy", ["", "127.0.0.1"])
+def test_the_environment_s_proxy_is_used_unless_no_proxy_names_the_host(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str
+) -> None:
+    from devclaw.trackers.remote import Secret
+
+    fake = FakeGitLab("acme/webapp")
+    issue = fake.projects["acme/webapp"].add("Behind the proxy", [Label.TO_DO.value])
+    with FakeServer(fake) as gone:
+        nobody = gone.url  # a port nothing listens on: only the proxy can answer for it
+    with FakeServer(fake) as proxy:  # the fake answers a proxy's request (the whole URL) as the host would
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        tracker = GitLabTracker("acme/webapp", token=Secret(fake.token), base_url=nobody, policy=SOCKET_POLICY)
+        if no_proxy:
+            with pytest.raises(TrackerError, match=f"^Cannot connect to GitLab at {nobody} "):
+                tracker.get_issue(issue)
+        else:
+            assert tracker.get_issue(issue).title == "Behind the proxy"
+
+
 def test_retry_after_is_honoured(served: Harness) -> None:
     assert served.fake is not None
     number = served.seed("Task", ["To Do"])
