@@ -225,7 +225,7 @@ def apply(ws: Workspace, plan: Plan[R]) -> Applied[R]:
         _move(ws, plan, intent, tracker)
         checkpoint("after_tracker_write")
     if plan.ensure_labels:
-        applied.outcome["labelsCreated"] = _tracker(ws, plan).ensure_labels()
+        applied.outcome["labelsCreated"] = _ensure_labels(ws, plan)
     if plan.pull_repo is not None:
         applied.outcome["gitPull"] = pull_ff_only(plan.pull_repo)
     _commit(ws, plan, intent)
@@ -269,6 +269,16 @@ def _add_intent(project: Project, intent: Intent) -> Project:
 
 def _tracker(ws: Workspace, plan: Plan[Any]) -> Tracker:
     return ws.tracker(plan.project or ws.store.read().project(plan.group_id))
+
+
+def _ensure_labels(ws: Workspace, plan: Plan[Any]) -> list[str]:
+    try:
+        return _tracker(ws, plan).ensure_labels()
+    except TrackerError as exc:  # a label may have been made; the same call again keeps what exists
+        raise TrackerError(
+            f"{exc}. The project was not registered, and labels created so far stay; run the same command "
+            "again (labels that exist are kept, the missing ones created)"
+        ) from exc
 
 
 def _move(ws: Workspace, plan: Plan[Any], intent: Intent, tracker: Tracker) -> None:
