@@ -363,8 +363,9 @@ class ProjectStore:
 
         Concurrent calls of this process are committed together (a group commit): one call at a time
         leads, applying every change queued meanwhile, in order, each to the result of the one before,
-        and writing the file once; the others wait for their group or their turn to lead. A change that raises is left out and its caller gets the error; a
-        failed write fails every change of the group. Each caller gets the file as its change made it.
+        and writing the file once; the others wait for their group or their turn to lead. A change that
+        raises is left out and its caller gets the error; a failed write fails every change of the group.
+        Each caller gets the file as its change made it.
         """
         commit = _Commit(change)
         with self._guard:
@@ -440,9 +441,8 @@ class ProjectStore:
         # entry, so a commit costs about the same with 1,000 projects as with 10 (formatting them all was
         # most of the time).
         head = state.model_dump_json(by_alias=True, indent=2, exclude={"projects"})
-        with self._guard:
-            entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
-            self._entries = entries
+        entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
+        self._entries = entries  # written under the lock only, by one thread at a time
         body = b"{\n" + b",\n".join(entry for _, entry in entries.values()) + b"\n  }" if entries else b"{}"
         return head[:-2].encode() + b',\n  "projects": ' + body + b"\n}\n"
 
