@@ -198,13 +198,8 @@ def loop_gateway(
                                   "groups": {MAIN: {"requireMention": True}, EDGE: {"requireMention": True}}}},
         "bindings": [{"agentId": "main", "match": {"channel": "telegram", "accountId": "default"}}],
     }  # fmt: skip
-    gw = Gateway(openclaw_install, e2e_root / "gateway-loop", config)
-    try:
-        gw.start()
+    with Gateway(openclaw_install, e2e_root / "gateway-loop", config).running() as gw:
         yield gw
-    finally:
-        gw.stop()
-        gw.kill_leftovers()
 
 
 def tracker(ws: Path, name: str) -> LocalTracker:

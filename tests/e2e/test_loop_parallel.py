@@ -106,13 +106,8 @@ def parallel_gateway(
                                                "loop": loop}}},
         },
     }  # fmt: skip
-    gw = Gateway(openclaw_install, e2e_root / "gateway-parallel", config)
-    try:
-        gw.start()
+    with Gateway(openclaw_install, e2e_root / "gateway-parallel", config).running() as gw:
         yield gw
-    finally:
-        gw.stop()
-        gw.kill_leftovers()
 
 
 def create_issues(ws: Path, per_project: int, tag: str) -> dict[str, list[int]]:
