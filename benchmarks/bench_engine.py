@@ -145,6 +145,11 @@ class Serve:
         result: dict[str, Any] = response["result"]
         return result
 
+    def cpu_seconds(self) -> float:
+        """The CPU time serve has used so far (user + system, from /proc)."""
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         assert self._proc.stdin is not None
         self._proc.stdin.close()
@@ -224,17 +229,18 @@ def serve_throughput(projects: int, delay: float, cycles: int) -> dict[str, floa
                             call["issueId"] = str(issue)
                         serve.call(tool, call)
 
-            requests_before = fake.count()
+            requests_before, cpu_before = fake.count(), serve.cpu_seconds()
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=projects) as pool:
                 list(pool.map(run, [f"-100{n}" for n in range(projects)]))
             rate = projects * transitions / (time.perf_counter() - started)
             per_transition = (fake.count() - requests_before) / (projects * transitions)
+            cpu = (serve.cpu_seconds() - cpu_before) / (projects * transitions)
         finally:
             serve.close()
         after = baseline_http(server.url, fake.token, base_paths, transitions)
     baseline = (before + after) / 2
-    return {"serve": rate, "baseline": baseline, "ratio": rate / baseline, "requests": per_transition}
+    return {"serve": rate, "baseline": baseline, "ratio": rate / baseline, "requests": per_transition, "cpu": cpu}
 
 
 # --------------------------------------------------------------------------------------------------- (2)
@@ -420,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "serve" in sections:
-            print("| projects | delay | serve | plain HTTP | requests/transition | ratio (target >= 0.7) |")
-            print("|---|---|---|---|---|---|")
+            print("| projects | delay | serve | plain HTTP | requests/transition | serve CPU/transition "
+                  "| ratio (target >= 0.7) |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|")
             cases = [(16, 0.050)] if args.quick else [(16, 0.050), (64, 0.050), (16, 0.500), (64, 0.500)]
             for projects, delay in cases:
                 cycles = (2 if args.quick else 4) if delay < 0.1 else 1
@@ -429,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = serve_throughput(projects, delay, cycles)
                 failed |= got["ratio"] < 0.7
                 print(f"| {projects} | {delay * 1000:.0f} ms | {got['serve']:.1f}/s | {got['baseline']:.1f}/s "
-                      f"| {got['requests']:.1f} | {got['ratio']:.2f} |", flush=True)  # fmt: skip
+                      f"| {got['requests']:.1f} | {got['cpu'] * 1000:.1f} ms | {got['ratio']:.2f} |", flush=True)  # fmt: skip
             print()
         if "health" in sections:
             log(f"(2) session_health autoFix over {HEALTH_PROJECTS} projects ...")

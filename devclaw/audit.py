@@ -84,8 +84,7 @@ class AuditLog:
         record: dict[str, Any] = redact_result({"ts": utc_now(), "event": event, **fields})
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 checkpoint("during_audit_append")
                 size = _append_whole(fd, line)
@@ -96,6 +95,13 @@ class AuditLog:
         if size > self.max_bytes:
             self.rotate()
         return record
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # its folder is made on the first append, not checked on every one
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
 
     #: Lines the last ``lines()``/``records()`` pass skipped: torn (cut short by a full disk or a kill,
     #: or glued to one) or not a JSON object.

@@ -29,10 +29,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -171,9 +171,12 @@ def project_lock(ws: Workspace, group_id: str) -> Iterator[None]:
 
 def _acquire_file_lock(ws: Workspace, group_id: str, timeout: float, budget: float) -> filelock.BaseFileLock:
     try:
-        (ws.memory / "locks").mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(_lock_file(ws, group_id))
-        lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS)
+        try:
+            lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS)
+        except FileNotFoundError:  # the locks folder is made once, not checked on every call
+            (ws.memory / "locks").mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=timeout, poll_interval=POLL_SECONDS)
     except filelock.Timeout:
         raise StateError(_busy(group_id, budget)) from None
     except OSError as exc:
@@ -197,9 +200,11 @@ def mutate(
     """Settle the project's pending moves, run ``decide`` on the current state and apply its plan, all
     under the project's lock. With ``dry_run`` the plan's result is returned and nothing is written."""
     with project_lock(ws, group_id):
-        if group_id in ws.store.read().projects:
+        state = ws.store.read()
+        if group_id in state.projects and state.projects[group_id].intents:
             resolve_intents(ws, group_id)
-        plan = decide(ws.store.read())
+            state = ws.store.read()
+        plan = decide(state)
         if dry_run:
             return Applied(plan.result.model_copy(update={"dry_run": True}))
         if not plan.changes_anything:
@@ -213,13 +218,14 @@ def apply(ws: Workspace, plan: Plan[R]) -> Applied[R]:
     checkpoint("after_validation")
     intent = _intent(ws, plan) if plan.move is not None else None
     if intent is not None:
-        if _tracker(ws, plan).replies_can_be_lost:
+        tracker = _tracker(ws, plan)
+        if tracker.replies_can_be_lost:
             ws.store.update(lambda state: _with_project(state, plan.group_id, lambda p: _add_intent(p, intent)))
             checkpoint("after_intent")
-        _move(ws, plan, intent)
+        _move(ws, plan, intent, tracker)
         checkpoint("after_tracker_write")
     if plan.ensure_labels:
-        applied.outcome["labelsCreated"] = _tracker(ws, plan).ensure_labels()
+        applied.outcome["labelsCreated"] = _ensure_labels(ws, plan)
     if plan.pull_repo is not None:
         applied.outcome["gitPull"] = pull_ff_only(plan.pull_repo)
     _commit(ws, plan, intent)
@@ -245,7 +251,7 @@ def _result_fields(result: BaseModel, outcome: dict[str, Any]) -> dict[str, Any]
 def _intent(ws: Workspace, plan: Plan[Any]) -> Intent:
     assert plan.move is not None
     return Intent(
-        id=uuid.uuid4().hex[:12],
+        id=f"{random.getrandbits(48):012x}",  # seeded per process; uuid4 costs a getrandom syscall a call
         created_at=ws.now_iso(),
         tool=plan.tool,
         issue_id=plan.move.issue.id,
@@ -265,9 +271,19 @@ def _tracker(ws: Workspace, plan: Plan[Any]) -> Tracker:
     return ws.tracker(plan.project or ws.store.read().project(plan.group_id))
 
 
-def _move(ws: Workspace, plan: Plan[Any], intent: Intent) -> None:
+def _ensure_labels(ws: Workspace, plan: Plan[Any]) -> list[str]:
+    try:
+        return _tracker(ws, plan).ensure_labels()
+    except TrackerError as exc:  # a label may have been made; the same call again keeps what exists
+        raise TrackerError(
+            f"{exc}. The project was not registered, and labels created so far stay; run the same command "
+            "again (labels that exist are kept, the missing ones created)"
+        ) from exc
+
+
+def _move(ws: Workspace, plan: Plan[Any], intent: Intent, tracker: Tracker) -> None:
     assert plan.move is not None
-    move, tracker = plan.move, _tracker(ws, plan)
+    move = plan.move
     if not tracker.replies_can_be_lost:
         tracker.move_issue(move.issue, move.target, move.state)  # one local transaction: done, or nothing
         return

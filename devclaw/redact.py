@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from typing import Any
@@ -38,17 +39,22 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 PREFIX = 8
 
 
-def _forms(value: str) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def _forms(value: str) -> tuple[str, ...]:
     """The ways a secret can appear in text: as it is, URL-encoded, base64 (plain and URL-safe)."""
     raw = value.encode()
     forms = {value, quote(value, safe=""), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
-    return sorted((form.rstrip("=") for form in forms), key=len, reverse=True)
+    return tuple(sorted((form.rstrip("=") for form in forms), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """``text`` with credentials in URLs and every secret-looking env variable's value masked: whole,
     URL-encoded, base64, or any run of 8 or more of its first characters."""
-    for value in _secret_values():
+    return _masked(text, _secret_values())
+
+
+def _masked(text: str, secrets: list[str]) -> str:
+    for value in secrets:
         for form in _forms(value):
             text = _mask_prefixes(text, form)
     return _URL_CREDENTIALS.sub(MASK + "@", text)
@@ -69,19 +75,19 @@ def _mask_prefixes(text: str, secret: str) -> str:
 
 def redact_result(value: Any) -> Any:
     """A result (any JSON value) with every string in it passed through ``redact``."""
-    secrets = _secret_values()
+    secrets = _secret_values()  # once per result: reading the environment costs more than masking
     if not secrets:
         return value  # the common case: nothing to look for
-    return _redact_all(value)
+    return _redact_all(value, secrets)
 
 
-def _redact_all(value: Any) -> Any:
+def _redact_all(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return _masked(value, secrets)
     if isinstance(value, dict):
-        return {key: _redact_all(item) for key, item in value.items()}
+        return {key: _redact_all(item, secrets) for key, item in value.items()}
     if isinstance(value, list):
-        return [_redact_all(item) for item in value]
+        return [_redact_all(item, secrets) for item in value]
     return value
 
 

@@ -20,8 +20,8 @@ Protocol (UTF-8, one object per line, in both directions):
 6. Stdout carries protocol lines only: the real fd 1 is kept for them and everything else written to
    it goes to stderr.
 7. End of input: finish the calls in flight, answer them, exit 0.
-8. Besides the tools, ``tool`` may name a request of the plugin's work loop (``tick``, ``loop_release``;
-   see devclaw/loop.py). They are not published to the agent.
+8. Besides the tools, ``tool`` may name a request of the plugin itself (``tick``, ``loop_release``, and the
+   read-only ``task_session``; see devclaw/loop.py). They are not published to the agent.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class Server:
         self._writer = writer
         self._workspace_option = workspace_option
         self._workspaces: dict[str, Workspace] = {}
+        self._resolved: dict[str | None, Workspace] = {}  # each --workspace option as given, resolved
         self._guard = threading.Lock()
         self._in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         self._threads: set[threading.Thread] = set()
@@ -185,10 +186,16 @@ class Server:
     def workspace(self, option: str | None) -> Workspace:
         """One Workspace per root for the life of the process: its parsed projects.json and its
         tracker clients (and their connections) are reused from call to call."""
-        fresh = Workspace.resolve(option or self._workspace_option)
-        key = str(fresh.root)
+        chosen = option or self._workspace_option
         with self._guard:
-            return self._workspaces.setdefault(key, fresh)
+            found = self._resolved.get(chosen)
+        if found is not None:
+            return found  # resolving the path (realpath: a syscall per part) once per option is enough
+        fresh = Workspace.resolve(chosen)
+        with self._guard:
+            found = self._workspaces.setdefault(str(fresh.root), fresh)
+            self._resolved[chosen] = found
+        return found
 
     def _call(self, request: Request) -> dict[str, Any]:
         started = time.perf_counter()

@@ -319,7 +319,9 @@ class ProjectStore:
         self._lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=lock_timeout)
         self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
         self._entries: dict[str, tuple[Project, bytes]] = {}
+        #: Calls waiting to be committed, and whether one of them is committing (the leader): see update.
         self._pending: list[_Commit] = []
+        self._leading = False
         self._guard = threading.Lock()
         #: Threads of this process queue here, not on the file: only one of them polls the file lock, so
         #: many concurrent calls in ``devclaw serve`` do not burn the CPU polling it (reentrant, as the
@@ -383,28 +385,30 @@ class ProjectStore:
         """Re-read the file under the lock, ``change`` it (a function returning the new file, never
         mutating the one it is given) and write the result. The lock is held for this alone.
 
-        Concurrent calls of this process are committed together (a group commit): the thread that gets
-        the lock applies every change queued meanwhile, in order, each to the result of the one before,
-        and writes the file once. A change that raises is left out and its caller gets the error; a
-        failed write fails every change of the group. Each caller gets the file as its change made it.
+        Concurrent calls of this process are committed together (a group commit): one call at a time
+        leads, applying every change queued meanwhile, in order, each to the result of the one before,
+        and writing the file once; the others wait for their group or their turn to lead. A change that
+        raises is left out and its caller gets the error; a failed write fails every change of the group.
+        Each caller gets the file as its change made it.
         """
         commit = _Commit(change)
         with self._guard:
             self._pending.append(commit)
-        if not self._threads.acquire(timeout=self.lock_timeout):
+            if not self._leading:
+                self._leading = commit.leads = True
+        if not commit.leads and not commit.woken.wait(timeout=self.lock_timeout):
             with self._guard:
-                queued = commit in self._pending
-                if queued:
+                given_up = commit in self._pending and not commit.leads
+                if given_up:
                     self._pending.remove(commit)
-            if queued:
+            if given_up:
                 raise StateError(self._busy())
-            commit.finished.wait()  # a group being written holds it: its outcome is this call's outcome
-        else:
+            commit.woken.wait()  # its group is being written, or it was just made the leader
+        if commit.leads:
             try:
-                if not commit.finished.is_set():
-                    self._commit_group()
+                self._commit_group()
             finally:
-                self._threads.release()
+                self._hand_over()
         return commit.outcome()
 
     def _commit_group(self) -> None:
@@ -428,15 +432,29 @@ class ProjectStore:
             raise
         finally:
             for commit in group:
-                commit.finished.set()
+                commit.woken.set()
+
+    def _hand_over(self) -> None:
+        """The next queued call leads the next group; waking it alone (not every waiter in turn, each
+        taking the GIL to find its work done) keeps a busy serve from queueing on the handover."""
+        with self._guard:
+            if not self._pending:
+                self._leading = False
+                return
+            successor = self._pending[0]
+            successor.leads = True
+        successor.woken.set()
 
     def write(self, state: ProjectsFile) -> None:
         """Atomically replace the file. Call only inside ``locked()``."""
         assert self._lock.is_locked, "ProjectStore.write outside locked()"
         data = self._serialize(state)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.path, data, self.backup_path)
+            try:
+                _atomic_write(self.path, data, self.backup_path)
+            except FileNotFoundError:  # the first write: make the folder then, not on every write
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_write(self.path, data, self.backup_path)
             info = self.path.stat()
         except OSError as exc:
             raise StateError(f"Cannot write {self.path}: {exc.strerror or exc}") from exc
@@ -447,9 +465,8 @@ class ProjectStore:
         # entry, so a commit costs about the same with 1,000 projects as with 10 (formatting them all was
         # most of the time).
         head = state.model_dump_json(by_alias=True, indent=2, exclude={"projects"})
-        with self._guard:
-            entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
-            self._entries = entries
+        entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
+        self._entries = entries  # written under the lock only, by one thread at a time
         body = b"{\n" + b",\n".join(entry for _, entry in entries.values()) + b"\n  }" if entries else b"{}"
         return head[:-2].encode() + b',\n  "projects": ' + body + b"\n}\n"
 
@@ -468,7 +485,9 @@ class _Commit:
     change: Callable[[ProjectsFile], ProjectsFile]
     result: ProjectsFile | None = None
     error: BaseException | None = None
-    finished: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    #: Set when its group was written (or failed), or when it becomes the leader of the next group.
+    woken: threading.Event = field(default_factory=threading.Event)
 
     def outcome(self) -> ProjectsFile:
         if self.error is not None:

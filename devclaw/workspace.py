@@ -65,9 +65,9 @@ class Workspace:
     def require_writable(self) -> Workspace:
         """Refuse a read-only workspace before a mutating command changes anything (a tracker included)."""
         self.require_existing()
-        paths = [self.memory, *(p for p in (self.store.path, self.audit.path) if p.exists())]
-        for path in paths:
-            if not os.access(path, os.W_OK):
+        for path in (self.memory, self.store.path, self.audit.path):
+            # one access() per path: a missing file is not read-only (it is created on the first write)
+            if not os.access(path, os.W_OK) and (path == self.memory or path.exists()):
                 raise StateError(f"{path} is read-only: devclaw cannot record changes in this workspace")
         return self
 

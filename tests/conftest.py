@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,21 @@ def _isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, t
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     yield
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every ``time.sleep`` the code asks for: how long it chose to wait, which a loaded machine cannot
+    change (wall time can). Real sleeps still happen."""
+    asked: list[float] = []
+    real = time.sleep
+
+    def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        real(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return asked
 
 
 @pytest.fixture

@@ -592,7 +592,8 @@ class FakeServer:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                url = f"{server.url}{self.path}"
+                # A proxy is sent the whole URL ("GET http://host/path"), a server only the path.
+                url = self.path if self.path.startswith("http") else f"{server.url}{self.path}"
                 reply = server.fake.handle(self.command, url, dict(self.headers.items()), body)
                 if reply.reset:
                     self.close_connection = True

@@ -20,10 +20,11 @@ from urllib.parse import quote
 import pytest
 
 from devclaw.errors import DevclawError, InputError, TrackerError, WorkflowError
+from devclaw.workflow import Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, NO_CHANGES, add_local_project, call, local_tracker, new_issue, snapshot
-from tests.fakes import KINDS, REMOTE_KINDS
-from tests.test_tool_budgets import Setup, registered
+from tests.fakes import GITHUB_URL, GITLAB_URL, KINDS, REMOTE_KINDS, TrackerKind, make_fake, mount_responses
+from tests.test_tool_budgets import TOKEN_ENV, Setup, register, registered
 
 DEV_SESSION = "agent:main:subagent:dev-1"
 QA_SESSION = "agent:main:subagent:qa-1"
@@ -377,6 +378,27 @@ def test_a_base_url_with_credentials_is_refused_naming_token_env() -> None:
         TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://user:pw@gitlab.example")
     assert "--token-env" in str(caught.value)
     assert TrackerConfig(provider="gitlab", path="acme/webapp", base_url="https://gitlab.example").base_url
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_project_add_whose_label_creation_reply_is_lost_converges_on_retry(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = make_fake(kind, "acme/platform/webapp" if kind == "gitlab" else "acme/webapp")
+    monkeypatch.setenv(TOKEN_ENV, fake.token)
+    base_url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
+    with mount_responses(fake, base_url):
+        fake.apply_then_fail(502, method="POST")  # the first label is created, its answer is lost
+        with pytest.raises(TrackerError, match="not registered, and labels created so far stay; run the same"):
+            register(ws, kind, base_url)
+        assert GROUP not in ws.store.read().projects  # nothing registered, nothing on the audit log
+        assert list(ws.audit.records(event="project_register")) == []
+        assert len(fake.project.labels) == 1
+        result = register(ws, kind, base_url)  # the same call again
+    assert result["labelsCreated"] == [label.value for label in Label][1:]
+    assert sorted(fake.project.labels) == sorted(label.value for label in Label)  # each once
+    assert GROUP in ws.store.read().projects
+    assert len(list(ws.audit.records(event="project_register"))) == 1
 
 
 def test_a_human_move_whose_reply_is_lost_converges_on_retry(remote: Setup) -> None:

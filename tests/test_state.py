@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import filelock
 import pytest
 
 from devclaw.errors import ConfigError, StateError
-from devclaw.state import ProjectStore
+from devclaw.state import ProjectsFile, ProjectStore
 from devclaw.tools import call_tool
 from devclaw.trackers.local import LocalTracker
 from devclaw.workflow import Label
@@ -137,6 +141,75 @@ def test_concurrent_updates_to_different_projects_are_all_kept(ws: Workspace) ->
     assert all("won" in o for o in outcomes), outcomes
     state = ws.store.read()
     assert all(state.project(g).worker("dev").active for g in groups)
+
+
+def test_calls_queued_behind_a_commit_are_written_together_each_with_its_own_outcome(ws: Workspace) -> None:
+    add_local_project(ws, "-1001", "first")
+    add_local_project(ws, "-1002", "second")
+    writing, go_on = threading.Event(), threading.Event()
+
+    def renamed(group: str, name: str) -> Callable[[ProjectsFile], ProjectsFile]:
+        def change(state: ProjectsFile) -> ProjectsFile:
+            if group == "-1001":  # the first call holds the lock until the others are queued behind it
+                writing.set()
+                assert go_on.wait(timeout=60)
+            project = state.projects[group].model_copy(update={"name": name})
+            return state.model_copy(update={"projects": {**state.projects, group: project}})
+
+        return change
+
+    def refused(state: ProjectsFile) -> ProjectsFile:
+        raise ConfigError("this change is refused")
+
+    # Counting the store's writes: the file alone cannot tell one write of two changes from two writes.
+    writes: list[ProjectsFile] = []
+    real_write = ws.store.write
+
+    def counted_write(state: ProjectsFile) -> None:
+        writes.append(state)
+        real_write(state)
+
+    ws.store.write = counted_write  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        first = pool.submit(ws.store.update, renamed("-1001", "one"))
+        assert writing.wait(timeout=60)
+        bad = pool.submit(ws.store.update, refused)
+        second = pool.submit(ws.store.update, renamed("-1002", "two"))
+        while len(ws.store._pending) < 2:  # both queued (the store's own queue: nothing else tells)
+            time.sleep(0.01)
+        go_on.set()
+        assert first.result(timeout=60).projects["-1001"].name == "one"
+        with pytest.raises(ConfigError, match="this change is refused"):
+            bad.result(timeout=60)
+        after = second.result(timeout=60)
+    assert (after.projects["-1001"].name, after.projects["-1002"].name) == ("one", "two")  # in order
+    assert len(writes) == 2  # the first alone, then the two queued behind it in one write
+    on_disk = ProjectStore(ws.store.path).read()
+    assert (on_disk.projects["-1001"].name, on_disk.projects["-1002"].name) == ("one", "two")
+
+
+def test_a_call_queued_past_the_lock_timeout_is_refused_and_never_applied(ws: Workspace) -> None:
+    add_local_project(ws, "-1001", "first")
+    store = ProjectStore(ws.store.path, lock_timeout=0.3)
+    writing, go_on = threading.Event(), threading.Event()
+
+    def held(state: ProjectsFile) -> ProjectsFile:
+        writing.set()
+        assert go_on.wait(timeout=60)
+        return state
+
+    def rename(state: ProjectsFile) -> ProjectsFile:
+        project = state.projects["-1001"].model_copy(update={"name": "late"})
+        return state.model_copy(update={"projects": {"-1001": project}})
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        holder = pool.submit(store.update, held)
+        assert writing.wait(timeout=60)
+        with pytest.raises(StateError, match=r"is locked by another devclaw call \(waited 0.3 s\)"):
+            store.update(rename)
+        go_on.set()
+        holder.result(timeout=60)
+    assert store.read().projects["-1001"].name == "first"
 
 
 def test_no_temp_files_left_behind(ws: Workspace, tracker: LocalTracker) -> None:

@@ -54,7 +54,7 @@ class GitLabTracker(RemoteTracker):
         # GitLab's errors carry no headers; the session keeps those of the last refused reply so a
         # rate-limit error can say when the limit resets.
         self._failed_reply: Mapping[str, str] = {}
-        session = http_session(policy, on_failure=self._remember_failure)
+        session = http_session(self.base_url, policy, on_failure=self._remember_failure)
         self._gl = gitlab.Gitlab(
             self.base_url,
             private_token=self._token.reveal(),
