@@ -30,6 +30,7 @@ export const LOOP_DEFAULTS = Object.freeze({
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
 const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
+const CHANGE_ASKS = 2; // times a DEV done refused for want of a merged change is handed back to the worker
 export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
 const VERDICTS = {
   dev: { DONE: "done" },
@@ -238,7 +239,7 @@ export class WorkLoop {
     if (fromLabel === "To Improve" && feedback) message += `\n\nQA found this on the last attempt; fix it: ${feedback}`;
     const record = {
       groupId: d.groupId, project: d.project, role: d.role, slot: d.slot ?? 0, issueId: d.issueId, sessionKey: key,
-      runId: null, startedAt: new Date().toISOString(), redispatches: 0, followUps: 0, fromLabel,
+      runId: null, startedAt: new Date().toISOString(), redispatches: 0, followUps: 0, changeAsks: 0, fromLabel,
       firstLine: String(d.taskMessage).split("\n")[0], usage: null, offset: await this.#messageCount(key),
       idempotencyKey: `devclaw:${key}:${d.issueId}:${Date.now()}`,
     };
@@ -399,6 +400,7 @@ export class WorkLoop {
     try {
       result = await this.#bridge.call("task_complete", params, this.#workspace);
     } catch (error) {
+      if (error.type === "change_required") return this.#askForChange(record, error.message);
       this.#log.warn?.(`devclaw: task_complete for #${record.issueId} failed: ${error.message}`);
       this.#forget(record);
       return;
@@ -409,6 +411,19 @@ export class WorkLoop {
     this.#forget(record);
     await this.#announce(record.groupId, result.announcement);
     this.#ticks?.trigger(); // the next hop starts now, not at the next interval
+  }
+
+  /** DEV done was refused for want of a merged change: nothing moved and the worker is still active, so
+   *  the refusal (what was found, the exact next step) goes back into its session; after CHANGE_ASKS
+   *  refusals the task goes to Refining, saying why. */
+  async #askForChange(record, refusal) {
+    const asked = record.changeAsks ?? 0;
+    if (asked >= CHANGE_ASKS) {
+      return this.#release(record, "refining", `DEV "done" was refused ${asked + 1} times: ${refusal}`);
+    }
+    record.changeAsks = asked + 1;
+    this.#log.info?.(`devclaw: DEV done for #${record.issueId} refused; asking the worker (${record.changeAsks}/${CHANGE_ASKS})`);
+    return this.#send(record, `${record.firstLine}\nYour DONE was not accepted. ${refusal}\nDo that step; devclaw completes the task from your reply. ${VERDICT_ASK[record.role]}`);
   }
 
   async #release(record, to, reason) {

@@ -4,6 +4,7 @@
      +-- InputError               a call's arguments: bad JSON, unknown tool, a missing or wrong field
      +-- NotFoundError            a project or issue that does not exist
      +-- WorkflowError            a move the workflow forbids, a worker busy or idle, a label that moved
+          +-- ChangeRequiredError DEV "done" without the merged merge/pull request the project requires
      +-- ConfigError              projects.json unreadable or invalid, a token variable missing
      +-- StateError               projects.json could not be locked or written
      +-- TrackerError             the issue tracker failed, refused or could not be reached
@@ -43,6 +44,12 @@ class NotFoundError(DevclawError):
 
 class WorkflowError(DevclawError):
     type = "workflow"
+
+
+class ChangeRequiredError(WorkflowError):
+    """Its own type, so the work loop can hand the refusal's next step back to the worker."""
+
+    type = "change_required"
 
 
 class ConfigError(DevclawError):

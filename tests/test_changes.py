@@ -208,6 +208,7 @@ def test_dev_done_without_a_change_is_refused_and_changes_nothing(
         with pytest.raises(WorkflowError) as caught:
             call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
         message = caught.value.message
+        assert caught.value.type == "change_required"  # a workflow refusal the work loop can tell apart
         noun = "merge request" if kind == "gitlab" else "pull request"
         assert f"issue #{issue} on webapp" in message and f"no {noun} closes or mentions it" in message
         assert 'into "develop"' in message and h.tracker.new_change_url("develop") in message

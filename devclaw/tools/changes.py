@@ -1,7 +1,7 @@
 """The change gate: a result the workflow table marks ``change_gated`` (DEV "done") needs the issue's merge
 request or pull request, as the project's ``changes`` settings say.
 
-``gate_change`` is a read inside the completion's decision: it refuses (``WorkflowError``, before anything
+``gate_change`` is a read inside the completion's decision: it refuses (``ChangeRequiredError``, a ``WorkflowError``, before anything
 is written) or returns the change the result names. With ``changes.required`` false it makes no request
 and names no change. Which change counts, when an issue has several: a merged one, else an open ready one,
 else an open draft, else a closed one; the newest of its kind.
@@ -9,7 +9,7 @@ else an open draft, else a closed one; the newest of its kind.
 
 from __future__ import annotations
 
-from devclaw.errors import WorkflowError
+from devclaw.errors import ChangeRequiredError
 from devclaw.state import Project
 from devclaw.trackers.base import ChangeRequest, Issue, Tracker
 
@@ -38,11 +38,11 @@ def gate_change(tracker: Tracker, project: Project, group_id: str, issue: Issue)
     next_step = _NextStep(tracker, project, group_id, issue)
     if change is None:
         where = "closes or mentions it" if next_step.url else "is linked to it"
-        raise WorkflowError(_refusal(issue, project, f"no {tracker.change_noun} {where}", next_step.open()))
+        raise ChangeRequiredError(_refusal(issue, project, f"no {tracker.change_noun} {where}", next_step.open()))
     if project.changes.must_be_merged and change.state != "merged":
         found = f"its {tracker.change_noun} {change.url} is {_describe(change)}, not merged"
         step = next_step.reopen(change) if change.state == "closed" else next_step.merge(change)
-        raise WorkflowError(_refusal(issue, project, found, step))
+        raise ChangeRequiredError(_refusal(issue, project, found, step))
     return change
 
 

@@ -33,6 +33,8 @@ from .install import OpenClawInstall
 pytestmark = pytest.mark.e2e
 
 MAIN, EDGE = "-1001000000001", "-1001000000002"  # EDGE has announce: false
+GATED = "-1001000000003"  # changes.required: DEV done needs a merged merge request; announce: false
+CHANGE_URL = "https://git.example/acme/gated/-/merge_requests/7"
 USAGE = {
     "prompt_tokens": 1234,
     "completion_tokens": 56,
@@ -64,10 +66,12 @@ def user_texts(body: dict[str, Any]) -> list[str]:
 
 class Workers:
     """The scripted workers: DONE for DEV, PASS for QA, except where an issue title asks otherwise:
-    "[qa-fail-once]" fails QA the first time, "[no-verdict]" never states one, "[hang]" blocks the first run."""
+    "[qa-fail-once]" fails QA the first time, "[no-verdict]" never states one, "[hang]" blocks the first run,
+    "[needs-mr]" links its merge request (``link``) only once told its DONE was not accepted."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.link: Callable[[str], None] | None = None
         self.hung: set[str] = set()
         self.failed: set[str] = set()
         self._lock = threading.Lock()
@@ -89,6 +93,8 @@ class Workers:
                     self.hung.add(key)
                 if first:
                     self.release.wait(timeout=180)
+            if "[needs-mr]" in title and "not accepted" in last and self.link is not None:
+                self.link(issue)  # the worker does the step the refusal named
             return f"DONE: implemented {title.strip()}"
         with self._lock:
             fail = "[qa-fail-once]" in title and key not in self.failed
@@ -174,7 +180,8 @@ def loop_gateway(
     openclaw_install: OpenClawInstall, e2e_root: Path, loop_ws: Path, worker_model: FakeModel, telegram: FakeTelegram
 ) -> Iterator[Gateway]:
     plugin = stage_plugin(e2e_root / "plugin-loop" / "devclaw")
-    loop = {"enabled": True, "tickSeconds": 5, "maxRedispatch": 2, "projects": {EDGE: {"announce": False}}}
+    loop = {"enabled": True, "tickSeconds": 5, "maxRedispatch": 2,
+            "projects": {EDGE: {"announce": False}, GATED: {"announce": False}}}  # fmt: skip
     model_cost = [{"id": m, "name": m, "cost": PRICE} for m in ("fake-model", "fake-model-b")]
     config = {
         "agents": {"defaults": {"workspace": str(loop_ws), "model": {"primary": "fake/fake-model"}}},
@@ -275,6 +282,33 @@ def test_a_reply_with_no_verdict_gets_one_follow_up_then_refining(
     [release] = [r for r in audit(loop_ws, "task_release") if r["issue"] == issue]
     assert release["to"] == "refining"
     assert [m for m in telegram.sent() if str(m["chat_id"]) == EDGE] == []  # announce: false
+
+
+def test_a_done_refused_for_want_of_a_merged_change_goes_back_to_the_worker(
+    loop_gateway: Gateway, loop_ws: Path, worker_model: FakeModel, workers: Workers
+) -> None:
+    devclaw(loop_ws, "project", "add", GATED, "--name", "gated", "--provider", "local", "--changes-required")
+    workers.link = lambda issue: devclaw(loop_ws, "issue", "link-mr", GATED, issue, CHANGE_URL, "--state", "merged")
+    linked = devclaw(loop_ws, "issue", "create", GATED, "--title", "[needs-mr] Add export", "--label", "To Do")["id"]
+    never = devclaw(loop_ws, "issue", "create", GATED, "--title", "Add import", "--label", "To Do")["id"]
+    board = tracker(loop_ws, "gated")
+    wait_for(lambda: board.get_issue(linked).labels == ("Done",), what="the linked issue Done")
+    wait_for(lambda: board.get_issue(never).labels == ("Refining",), what="the unlinked issue on Refining")
+
+    def asked(issue: int) -> list[str]:
+        return requests_mentioning(worker_model, f"DEV task for project gated: issue #{issue}", "not accepted")
+
+    # Linked after the first refusal: one follow-up carried the refusal's next step, then DONE went through.
+    [follow_up] = asked(linked)
+    assert f'DEV "done" refused for issue #{linked} on gated' in follow_up and "devclaw issue link-mr" in follow_up
+    [done] = [r for r in audit(loop_ws, "task_complete") if r["groupId"] == GATED and r["role"] == "dev"]
+    assert (done["issue"], done["changeUrl"], done["changeState"]) == (linked, CHANGE_URL, "merged")
+    assert requests_mentioning(worker_model, f"QA task for project gated: issue #{linked}", CHANGE_URL)
+
+    # Never linked: asked twice, then Refining, saying why.
+    assert len(asked(never)) == 2
+    [release] = [r for r in audit(loop_ws, "task_release") if r["issue"] == never and r["groupId"] == GATED]
+    assert release["to"] == "refining" and 'DEV "done" was refused 3 times' in release["reason"]
 
 
 def test_a_worker_run_aborted_mid_run_is_sent_again_once(
