@@ -448,7 +448,9 @@ class ProjectStore:
 
     def _entry(self, group_id: str, project: Project) -> tuple[Project, bytes]:
         known = self._entries.get(group_id)
-        if known is not None and known[0] is project:
+        # Equal, not only the same object: after a read of a file another process wrote, every project is
+        # a new object, and comparing one costs a quarter of encoding it.
+        if known is not None and (known[0] is project or known[0] == project):
             return known
         text = textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
         return project, f"    {json.dumps(group_id)}: {text}".encode()
