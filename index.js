@@ -9,13 +9,13 @@ import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
-import { WorkLoop, loopConfig } from "./loop.js";
+import { MESSAGE_LIMIT, WorkLoop, loopConfig, sumUsage, usageParam } from "./loop.js";
 
 export const TOOLS = JSON.parse(readFileSync(new URL("./openclaw.tools.json", import.meta.url), "utf8"));
 
 const DEFAULT_PYTHON = "python3";
 // Calls that change nothing: the only ones after whose timeout a silent serve may be replaced.
-const READ_ONLY_TOOLS = new Set(["queue_status", "loop_status"]);
+const READ_ONLY_TOOLS = new Set(["queue_status", "loop_status", "task_session"]);
 const DEFAULT_TIMEOUT_SECONDS = 60;
 const LOG_TAIL_LINES = 20; // lines of devclaw's stderr quoted when the process dies
 const STOP_GRACE_MS = 3000;
@@ -236,7 +236,39 @@ export function resolveWorkspace(config, ctx, env = process.env) {
   return workspace;
 }
 
-export function createTools(bridge, config) {
+/**
+ * The tokens of a run the orchestrator started by hand, for a task_complete that brings no `usage`: the
+ * assistant messages of the worker's confirmed session since its pickup, summed as the work loop sums its
+ * own runs. Resolves to undefined when there is nothing to count; a session whose messages cannot be read
+ * is said once in the log, and the completion goes on without usage.
+ */
+export function sessionUsage({ bridge, runtime, logger, warned = { once: false } }) {
+  return async (params, workspace, signal) => {
+    let task;
+    try {
+      const which = { projectGroupId: params?.projectGroupId, role: params?.role, issueId: params?.issueId };
+      task = await bridge.call("task_session", which, workspace, signal);
+    } catch {
+      return undefined; // no such worker: task_complete itself says what is wrong
+    }
+    const since = Date.parse(task.startTime ?? "");
+    if (!task.sessionId || !Number.isFinite(since)) return undefined;
+    let messages;
+    try {
+      messages = (await runtime.subagent.getSessionMessages({ sessionKey: task.sessionId, limit: MESSAGE_LIMIT }))?.messages ?? [];
+    } catch (error) {
+      if (!warned.once) {
+        warned.once = true;
+        logger?.warn?.(`devclaw: could not read the messages of session ${task.sessionId} (${error?.message ?? error}); task_complete calls without usage are recorded without tokens`);
+      }
+      return undefined;
+    }
+    const mine = messages.filter((message) => Number(message?.timestamp) >= since);
+    return mine.some((message) => message?.role === "assistant" && message.usage) ? usageParam(sumUsage(mine)) : undefined;
+  };
+}
+
+export function createTools(bridge, config, { usageOf = null } = {}) {
   return TOOLS.map((spec) => (ctx) => ({
     name: spec.name,
     label: spec.name,
@@ -249,6 +281,11 @@ export function createTools(bridge, config) {
       } catch (error) {
         return setupErrorResult(error);
       }
+      if (spec.name === "task_complete" && usageOf && params && params.usage == null) {
+        // The caller's own usage wins; without it the session's transcript says what the run spent.
+        const usage = await usageOf(params, workspace, signal);
+        if (usage) params = { ...params, usage };
+      }
       return toolResult(await bridge.call(spec.name, params, workspace, signal));
     },
   }));
@@ -257,6 +294,7 @@ export function createTools(bridge, config) {
 // The host may load and register this module several times (discovery, each agent run); the process is
 // shared through a global so there is still ONE `devclaw serve` per interpreter and timeout.
 const shared = (globalThis[Symbol.for("devclaw.bridges")] ??= { bridges: new Map(), exitHook: false });
+shared.usageWarning ??= { once: false }; // "cannot read a session's messages" is said once per gateway
 
 export function sharedBridge({ python, timeoutMs, logger }) {
   const key = JSON.stringify([python, timeoutMs]);
@@ -277,7 +315,8 @@ export default {
     const seconds = Number(config.callTimeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS);
     const python = config.python || DEFAULT_PYTHON;
     const bridge = sharedBridge({ python, timeoutMs: seconds * 1000, logger: api.logger });
-    createTools(bridge, config).forEach((factory, index) => api.registerTool(factory, { name: TOOLS[index].name }));
+    const usageOf = api.runtime?.subagent ? sessionUsage({ bridge, runtime: api.runtime, logger: api.logger, warned: shared.usageWarning }) : null;
+    createTools(bridge, config, { usageOf }).forEach((factory, index) => api.registerTool(factory, { name: TOOLS[index].name }));
     api.registerService({ id: "devclaw-bridge", start() {}, stop: () => bridge.stop() });
     const loop = loopConfig(config);
     if (loop.enabled && (api.registrationMode ?? "full") === "full") registerLoop(api, bridge, config, loop);

@@ -29,7 +29,8 @@ export const LOOP_DEFAULTS = Object.freeze({
 
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
-const MESSAGE_LIMIT = 500;
+const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
+export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
 const VERDICTS = {
   dev: { DONE: "done" },
   qa: { PASS: "pass", FAIL: "fail", REFINE: "refine" },
@@ -143,6 +144,11 @@ export function sumUsage(messages, into = null) {
   return total;
 }
 
+/** A sumUsage total as task_complete's `usage` parameter: the fields that are known, none that is null. */
+export function usageParam(total) {
+  return total ? Object.fromEntries(Object.entries(total).filter(([, value]) => value !== null)) : undefined;
+}
+
 export function sessionKey(agentId, groupId, role, slot) {
   const project = String(groupId).replace(/[^A-Za-z0-9]+/g, "_").replace(/^_+|_+$/g, "") || "project";
   return `agent:${agentId}:subagent:devclaw-${project}-${role}-${slot}`;
@@ -245,7 +251,8 @@ export class WorkLoop {
     }
     this.#inFlight.set(key, record);
     this.#save();
-    await this.#bridge.call("task_pickup_confirm", { projectGroupId: d.groupId, role: d.role, sessionId: key }, this.#workspace);
+    // issueId names the slot: with two workers of a role active, the confirm would not know which one.
+    await this.#bridge.call("task_pickup_confirm", { projectGroupId: d.groupId, role: d.role, sessionId: key, issueId: d.issueId }, this.#workspace);
     await this.#announce(d.groupId, d.announcement + note);
     this.#follow(record);
   }
@@ -307,11 +314,10 @@ export class WorkLoop {
       const began = Date.now();
       const waited = await this.#api.runtime.subagent.waitForRun({ runId, timeoutMs: WAIT_CHUNK_MS }).catch((error) => ({ status: "error", error }));
       if (record.runId !== runId) return; // a follow-up run took over
-      const entry = waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
+      const aborted = waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""));
+      const entry = aborted ? await this.#vanishedEntry(record.sessionKey) : waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
       if (!entry) return this.#sessionGone(record);
-      if (waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""))) {
-        return this.#release(record, "queue", "the worker run was aborted");
-      }
+      if (aborted) return this.#release(record, "queue", "the worker run was aborted");
       if (waited.status === "ok" || waited.status === "error") return this.#ended(record, waited.status);
       // "timeout"/"pending" also answers for a runId from before a restart: ask the session entry instead.
       if (entry.status === "done" || entry.status === "failed") return this.#ended(record, entry.status === "done" ? "ok" : "error");
@@ -321,9 +327,20 @@ export class WorkLoop {
 
   /** A run that ended in error may be a session being deleted: give the entry a moment to go. */
   async #settledEntry(key) {
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
       const entry = this.#entry(key);
       if (!entry || entry.status !== "running") return entry;
+      await sleep(1000);
+    }
+    return this.#entry(key);
+  }
+
+  /** An aborted run is what deleting its session looks like first; the entry goes a moment later. Wait for
+   *  that (bounded): a session that is gone is the reconcile's to fix, an abort alone is ours to release. */
+  async #vanishedEntry(key) {
+    for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
+      const entry = this.#entry(key);
+      if (!entry) return entry;
       await sleep(1000);
     }
     return this.#entry(key);
@@ -376,8 +393,8 @@ export class WorkLoop {
   }
 
   async #complete(record, verdict) {
-    const usage = record.usage ? Object.fromEntries(Object.entries(record.usage).filter(([, v]) => v !== null)) : undefined;
-    const params = { role: record.role, result: verdict.result, projectGroupId: record.groupId, summary: verdict.summary || undefined, usage };
+    const usage = usageParam(record.usage);
+    const params = { role: record.role, result: verdict.result, projectGroupId: record.groupId, issueId: record.issueId, summary: verdict.summary || undefined, usage };
     let result;
     try {
       result = await this.#bridge.call("task_complete", params, this.#workspace);

@@ -56,7 +56,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devclaw.state import Project, ProjectsFile, TrackerConfig, Worker
+from devclaw.state import ChangeSettings, Project, ProjectsFile, TrackerConfig, Worker
 from devclaw.tools import call_tool
 from devclaw.tools.health import MAX_PARALLEL_READS
 from devclaw.trackers.local import LocalTracker
@@ -64,6 +64,9 @@ from devclaw.workflow import Label
 from devclaw.workspace import Workspace
 from tests.fakes import FakeGitLab, FakeProject, FakeServer
 
+#: The benchmark measures the engine and the label moves, as before DEV done checked the change; the
+#: change lookup's cost is asserted in tests/test_tool_budgets.py.
+NO_CHANGES = ChangeSettings(required=False)
 DEVCLAW = str(Path(sys.executable).parent / "devclaw")
 TOKEN_ENV = "BENCH_ENGINE_TOKEN"
 CALL_TIMEOUT = 600.0
@@ -178,7 +181,7 @@ def gitlab_workspace(
             for k in range(issues):
                 fake.projects[path].add(f"Task {k}", [Label.TO_DO.value])
             config = TrackerConfig(provider="gitlab", path=path, base_url=server.url, token_env=TOKEN_ENV)
-            state.projects[f"-100{n}"] = Project(name=f"p{n}", tracker=config)
+            state.projects[f"-100{n}"] = Project(name=f"p{n}", tracker=config, changes=NO_CHANGES)
         with ws.store.locked():
             ws.store.write(state)
         if prepare is not None:

@@ -5,8 +5,9 @@ through ``devclaw serve``; ``devclaw tick`` runs the same pass from a shell. A t
 
 1. reconciles: ``session_health`` with ``autoFix`` and the live session keys the gateway listed (not an
    LLM's guess), so dead workers are freed and their issues go back to their queues first;
-2. fills every free worker slot (``free_slots``) of every project from its queues in priority order
-   (To Improve, then To Test, then To Do; oldest first), each through ``task_pickup`` itself;
+2. fills the idle worker slots (``idle_slots``) of every project from its queues in priority order
+   (To Improve, then To Test, then To Do; oldest first), each through ``task_pickup`` itself, within the
+   workspace's caps: a slot counts against them only when a dispatch fills it (``Caps``);
 3. returns the dispatches (each exactly a ``task_pickup`` result, plus its slot) and what it skipped and
    why. A project whose tracker cannot be read is skipped for this tick and reported, never treated as
    an empty queue.
@@ -51,27 +52,48 @@ class Slot:
     index: int
 
 
-def free_slots(state: ProjectsFile) -> dict[str, list[Slot]]:
-    """Per project, the worker slots that can take a task now: idle slots below the project's
-    ``maxWorkers`` of each role, trimmed (in project order) to the workspace's caps."""
-    left_total = None if state.max_active_workers is None else state.max_active_workers - state.active_count()
-    left_role = {role: cap - state.active_count(role) for role, cap in state.max_active_workers_per_role.items()}
-    free: dict[str, list[Slot]] = {}
+def idle_slots(state: ProjectsFile) -> dict[str, list[Slot]]:
+    """Per project, its idle worker slots below each role's ``maxWorkers``. The workspace's caps are not
+    applied here: a slot counts against them only when a dispatch fills it (``Caps``), so an idle slot
+    with an empty queue never takes the room another project's work could use."""
+    idle: dict[str, list[Slot]] = {}
     for group_id, project in state.projects.items():
-        slots = []
-        for role in ROLES:
-            found = project.slots(role)
-            for index in range(project.max_slots(role)):
-                if index < len(found) and found[index].active:
-                    continue
-                if (left_total is not None and left_total <= 0) or left_role.get(role, 1) <= 0:
-                    break
-                slots.append(Slot(role, index))
-                left_total = None if left_total is None else left_total - 1
-                if role in left_role:
-                    left_role[role] -= 1
-        free[group_id] = slots
-    return free
+        idle[group_id] = [
+            Slot(role, index)
+            for role in ROLES
+            for index in range(project.max_slots(role))
+            if not project.worker(role, index).active
+        ]
+    return idle
+
+
+@dataclass
+class Caps:
+    """What ``maxActiveWorkers`` and ``maxActiveWorkersPerRole`` still allow during one tick."""
+
+    total: int | None
+    per_role: dict[Role, int]
+
+    @classmethod
+    def left(cls, state: ProjectsFile) -> Caps:
+        total = None if state.max_active_workers is None else state.max_active_workers - state.active_count()
+        per_role = {role: cap - state.active_count(role) for role, cap in state.max_active_workers_per_role.items()}
+        return cls(total, per_role)
+
+    def room(self, role: Role) -> int | None:
+        """How many more workers of ``role`` may start; None: no cap."""
+        limits = [left for left in (self.total, self.per_role.get(role)) if left is not None]
+        return max(0, min(limits)) if limits else None
+
+    def allows(self, role: Role) -> bool:
+        room = self.room(role)
+        return room is None or room > 0
+
+    def take(self, role: Role) -> None:
+        if self.total is not None:
+            self.total -= 1
+        if role in self.per_role:
+            self.per_role[role] -= 1
 
 
 class TickInput(ToolInput):
@@ -116,10 +138,12 @@ def tick(ws: Workspace, params: TickInput) -> TickResult:
     """One pass: reconcile with the live sessions, then fill free worker slots from the queues."""
     health, skipped = _reconcile(ws, params)
     state = ws.store.read()
-    free = free_slots(state)
-    plans = [_Plan(gid, project, free[gid]) for gid, project in state.projects.items()]
+    caps = Caps.left(state)
+    idle = idle_slots(state)
+    # A role whose cap is already reached is not looked at: its queues cannot be served this tick.
+    plans = [_Plan(gid, p, [s for s in idle[gid] if caps.allows(s.role)]) for gid, p in state.projects.items()]
     with ThreadPoolExecutor(max_workers=MAX_PARALLEL_PROJECTS) as pool:
-        list(pool.map(_read_offers, [(ws, plan) for plan in plans if plan.slots]))
+        list(pool.map(_read_offers, [(ws, plan, caps) for plan in plans if plan.slots]))
     dispatches: list[dict[str, Any]] = []
     for plan in plans:
         if plan.error is not None:
@@ -133,8 +157,11 @@ def tick(ws: Workspace, params: TickInput) -> TickResult:
             )
             continue
         for slot in plan.slots:
+            if not caps.allows(slot.role):
+                continue
             dispatch = _fill(ws, plan, slot, params.dry_run, skipped)
             if dispatch is not None:
+                caps.take(slot.role)
                 dispatches.append(dispatch)
     return TickResult(
         success=True,
@@ -158,13 +185,14 @@ def _reconcile(ws: Workspace, params: TickInput) -> tuple[dict[str, Any] | None,
         return None, [Skip(group_id="*", project="*", type="reconcile_failed", reason=error_payload(exc)["message"])]
 
 
-def _read_offers(job: tuple[Workspace, _Plan]) -> None:
-    ws, plan = job
+def _read_offers(job: tuple[Workspace, _Plan, Caps]) -> None:
+    ws, plan, caps = job
     try:
         tracker = ws.tracker(plan.project)
         for role in {slot.role for slot in plan.slots}:
             wanted = sum(1 for slot in plan.slots if slot.role == role)
-            plan.offers[role] = _take(candidates(tracker, role), wanted)
+            room = caps.room(role)
+            plan.offers[role] = _take(candidates(tracker, role), wanted if room is None else min(wanted, room))
     except DevclawError as exc:
         plan.error = exc
 
@@ -297,12 +325,52 @@ def _release_event(spec: RoleSpec, project: Project, params: ReleaseInput) -> Ev
     return spec.revert_event
 
 
+# ----------------------------------------------------------------------------------------------- session
+
+
+class TaskSessionInput(ToolInput):
+    project_group_id: GroupId
+    role: RoleParam
+    issue_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Needed only when several workers of the role are active."
+    )
+
+
+class TaskSessionResult(ToolResult):
+    project: str
+    group_id: str
+    role: Role
+    slot: int
+    issue_id: int | None
+    session_id: str | None
+    start_time: str | None
+
+
+def task_session(ws: Workspace, params: TaskSessionInput) -> TaskSessionResult:
+    """Read-only: the worker a ``task_complete`` with these parameters would complete, with its session
+    and the time of its pickup. The bridge reads that session's messages since the pickup to count the
+    tokens of a run the orchestrator started by hand."""
+    project = ws.store.read().project(params.project_group_id)
+    spec = role_spec(params.role)
+    slot, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
+    return TaskSessionResult(
+        project=project.name,
+        group_id=params.project_group_id,
+        role=spec.name,
+        slot=slot,
+        issue_id=worker.issue_id,
+        session_id=worker.session_id,
+        start_time=worker.start_time,
+    )
+
+
 # ----------------------------------------------------------------------------------------------- requests
 
-#: What ``devclaw serve`` accepts besides the tools: mutating requests of the loop service.
+#: What ``devclaw serve`` accepts besides the tools: the plugin's own requests (``task_session`` only reads).
 LOOP_REQUESTS: dict[str, tuple[type[ToolInput], Callable[[Workspace, Any], ToolResult]]] = {
     "tick": (TickInput, tick),
     "loop_release": (ReleaseInput, release),
+    "task_session": (TaskSessionInput, task_session),
 }
 
 
@@ -316,12 +384,16 @@ def call_loop(ws: Workspace, name: str, params: object) -> dict[str, Any]:
 
 __all__ = [
     "LOOP_REQUESTS",
+    "Caps",
     "ReleaseInput",
     "Slot",
+    "TaskSessionInput",
+    "TaskSessionResult",
     "TickInput",
     "TickResult",
     "call_loop",
-    "free_slots",
+    "idle_slots",
     "release",
+    "task_session",
     "tick",
 ]

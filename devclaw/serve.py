@@ -20,8 +20,8 @@ Protocol (UTF-8, one object per line, in both directions):
 6. Stdout carries protocol lines only: the real fd 1 is kept for them and everything else written to
    it goes to stderr.
 7. End of input: finish the calls in flight, answer them, exit 0.
-8. Besides the tools, ``tool`` may name a request of the plugin's work loop (``tick``, ``loop_release``;
-   see devclaw/loop.py). They are not published to the agent.
+8. Besides the tools, ``tool`` may name a request of the plugin itself (``tick``, ``loop_release``, and the
+   read-only ``task_session``; see devclaw/loop.py). They are not published to the agent.
 9. With ``--processes N`` (N > 1) the calls run in N worker processes, each a ``devclaw serve`` speaking
    this protocol; the first process only routes. A request whose params name a ``projectGroupId`` goes to
    the same worker every time (its tracker client and parsed state stay warm there), others go round-robin.

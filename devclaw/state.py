@@ -137,6 +137,19 @@ class TrackerConfig(CamelModel):
         return (self.provider, (self.base_url or "").rstrip("/").lower(), (self.path or "").strip("/").lower())
 
 
+class ChangeSettings(CamelModel):
+    """What DEV "done" needs: a merge/pull request for the issue (``required``), and a merged one
+    (``must_be_merged``). ``required`` unset means the tracker's default: true on GitLab and GitHub, false on
+    the embedded tracker (whose changes are linked by hand)."""
+
+    required: bool | None = None
+    must_be_merged: bool = True
+
+
+#: ``changes.required`` when a project does not say.
+CHANGES_REQUIRED_BY_DEFAULT: dict[str, bool] = {"local": False, "gitlab": True, "github": True}
+
+
 class SlotChange(CamelModel):
     """A worker slot's new value, as one plan commits it."""
 
@@ -168,6 +181,8 @@ class Project(CamelModel):
     deploy_branch: str = "main"
     deploy_url: str = ""
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    #: What DEV "done" needs (see ``ChangeSettings``).
+    changes: ChangeSettings = Field(default_factory=ChangeSettings)
     #: Role -> how many workers of that role may work at once (default 1).
     max_workers: dict[str, int] = Field(default_factory=dict)
     #: Role -> its worker slots; slot 0 always exists.
@@ -215,6 +230,13 @@ class Project(CamelModel):
     def every_worker(self) -> list[tuple[Role, int, Worker]]:
         return [(role, slot, worker) for role in ROLES for slot, worker in enumerate(self.slots(role))]
 
+    @property
+    def changes_required(self) -> bool:
+        """``changes.required``, or its default for the project's tracker."""
+        if self.changes.required is not None:
+            return self.changes.required
+        return CHANGES_REQUIRED_BY_DEFAULT[self.tracker.provider]
+
     def qa_fail_count(self, issue_id: int) -> int:
         return self.qa_fails.get(str(issue_id), 0)
 
@@ -223,7 +245,9 @@ class Project(CamelModel):
         return self.model_dump(mode="json", by_alias=True, include=CONFIG_FIELDS)
 
 
-CONFIG_FIELDS = {"name", "group_name", "repo", "base_branch", "deploy_branch", "deploy_url", "tracker", "max_workers"}
+CONFIG_FIELDS = {
+    "name", "group_name", "repo", "base_branch", "deploy_branch", "deploy_url", "tracker", "changes", "max_workers",
+}  # fmt: skip
 
 
 class HealthSettings(CamelModel):

@@ -113,6 +113,10 @@ class RoleSpec:
     #: The health revert for work that lost its worker, and the one after the issue already failed QA.
     revert_event: Event = Event.REVERT
     revert_after_fail: Event | None = None
+    #: Results refused unless the issue has a change (MR/PR), as the project's ``changes`` settings say.
+    change_gated: tuple[Result, ...] = ()
+    #: Whether the worker's task names the issue's change (its branch and diff), when there is one.
+    sees_change: bool = False
 
     @property
     def title(self) -> str:
@@ -137,6 +141,7 @@ ROLES: dict[Role, RoleSpec] = {
         emoji="🔧",
         emoji_by_model={"haiku": "⚡", "sonnet": "🔧", "opus": "🧠"},
         revert_after_fail=Event.REVERT_FIX,
+        change_gated=("done",),
     ),
     "qa": RoleSpec(
         name="qa",
@@ -155,6 +160,7 @@ ROLES: dict[Role, RoleSpec] = {
         ),
         emoji="🔍",
         default_model="grok",
+        sees_change=True,
     ),
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devclaw.state import Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, TrackerConfig
 from devclaw.tools import call_tool
 from devclaw.trackers.local import LocalTracker
 from devclaw.workflow import Label
@@ -21,6 +21,10 @@ from devclaw.workspace import Workspace
 
 GROUP = "-1001234567890"
 OTHER_GROUP = "-1009876543210"
+#: ``changes`` for a project whose tests are not about merge/pull requests: DEV done is taken at the
+#: worker's word, with no lookup, as on the embedded tracker (tests/test_changes.py covers the gate).
+NO_CHANGES = ChangeSettings(required=False)
+NO_CHANGES_JSON = {"required": False, "mustBeMerged": True}
 
 
 def _is_loopback(address: Any) -> bool:

@@ -1,6 +1,6 @@
 """Stateful fakes of the GitLab and GitHub REST APIs, for the real python-gitlab and PyGithub clients.
 
-A fake is plain state (projects with issues, labels, comments) plus ``handle(method, url, headers, body)
+A fake is plain state (projects with issues, labels, comments, merge/pull requests) plus ``handle(method, url, headers, body)
 -> Reply``: it checks the token, applies PUT/PATCH/POST bodies, paginates with ``Link`` headers, logs every
 request it receives and plays injected faults. The same fake is mounted two ways:
 
@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 import requests
 import responses
 
-from devclaw.trackers.base import Tracker
+from devclaw.trackers.base import ChangeRequest, Tracker
 from devclaw.trackers.github import GitHubTracker
 from devclaw.trackers.gitlab import GitLabTracker
 from devclaw.trackers.local import LocalTracker
@@ -52,9 +52,32 @@ class FakeIssue:
 
 
 @dataclass
+class FakeChange:
+    """A merge request (GitLab) or pull request (GitHub), with what both hosts answer about it."""
+
+    number: int
+    title: str
+    state: Literal["open", "merged", "closed"] = "open"
+    draft: bool = False
+    author: str = "dev-bot"
+    source_branch: str = "feature"
+    target_branch: str = "main"
+    closes: list[int] = field(default_factory=list)  # "Closes #N" in its description
+    mentions: list[int] = field(default_factory=list)  # names #N without closing it
+    approved_by: list[str] = field(default_factory=list)  # GitLab approvals
+    reviews: list[tuple[str, str]] = field(default_factory=list)  # GitHub (login, APPROVED/CHANGES_REQUESTED/...)
+    has_conflicts: bool = False
+    created_at: str = "2026-01-01T00:00:00Z"
+
+    def references(self, issue: int) -> bool:
+        return issue in self.closes or issue in self.mentions
+
+
+@dataclass
 class FakeProject:
     issues: dict[int, FakeIssue] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)  # name -> colour as the server stores it
+    changes: dict[int, FakeChange] = field(default_factory=dict)
 
     def add(self, title: str, labels: list[str] | tuple[str, ...] = (), **fields: Any) -> int:
         number = max(self.issues, default=0) + 1
@@ -103,6 +126,12 @@ class FakeTracker:
     @property
     def project(self) -> FakeProject:
         return self.projects[self.path]
+
+    def add_change(self, title: str = "Change", **fields: Any) -> int:
+        """A merge/pull request of the project (``closes=[issue]``, ``state="merged"``, ...); its number."""
+        number = max(self.project.changes, default=0) + 1
+        self.project.changes[number] = FakeChange(number, title, **fields)
+        return number
 
     # --- faults ----------------------------------------------------------------------------------
     def fail(self, status: int, *, times: int = 1, headers: Mapping[str, str] | None = None,
@@ -226,10 +255,14 @@ class FakeGitLab(FakeTracker):
         segments = [unquote(part) for part in path.strip("/").split("/")]
         if len(segments) < 3 or segments[0] != "projects":
             raise _Error(404, {"message": "404 Not Found"})
+        paths = list(self.projects)  # a project's numeric id is its place here, from 1
+        if segments[1].isdigit() and 0 < int(segments[1]) <= len(paths):
+            segments[1] = paths[int(segments[1]) - 1]
         project = self.projects.get(segments[1])
         if project is None:
             raise _Error(404, {"message": "404 Project Not Found"})
         rest, web = segments[2:], f"{base}/{segments[1]}"
+        project_id = paths.index(segments[1]) + 1
         if rest == ["issues"] and method == "GET":
             issues = [self._json(issue, web) for issue in self._open_with(project, query)]
             chunk, headers = _page(issues, query, base, path, self.api_prefix)
@@ -246,12 +279,61 @@ class FakeGitLab(FakeTracker):
                 raise _Error(409, {"message": "Label already exists"})
             project.labels[body["name"]] = body["color"]
             return 201, {"id": len(project.labels), "name": body["name"], "color": body["color"]}, {}
+        if len(rest) >= 2 and rest[0] == "issues" and rest[2:] in (["closed_by"], ["related_merge_requests"]):
+            if int(rest[1]) not in project.issues:
+                raise _Error(404, {"message": "404 Not found"})
+            number, closing = int(rest[1]), rest[2] == "closed_by"
+            found = [
+                c for c in project.changes.values() if number in c.closes or (not closing and c.references(number))
+            ]
+            chunk, headers = _page(
+                [self._mr_json(c, web, project_id) for c in found], query, base, path, self.api_prefix
+            )
+            return 200, chunk, headers
         if len(rest) >= 2 and rest[0] == "issues":
             issue = project.issues.get(int(rest[1]))
             if issue is None or issue.pull_request:
                 raise _Error(404, {"message": "404 Not found"})
             return self._issue_route(method, rest[2:], issue, project, body, web)
+        if len(rest) >= 2 and rest[0] == "merge_requests" and method == "GET":
+            change = project.changes.get(int(rest[1]))
+            if change is None:
+                raise _Error(404, {"message": "404 Not found"})
+            if rest[2:] == ["approvals"]:
+                return 200, self._approvals_json(change), {}
+            if not rest[2:]:
+                return 200, self._mr_json(change, web, project_id), {}
         raise _Error(404, {"message": "404 Not Found"})
+
+    @staticmethod
+    def _mr_json(change: FakeChange, web: str, project_id: int) -> JSON:
+        # The shape of GET /projects/:id/merge_requests/:iid (closed_by and related_merge_requests list these).
+        state = {"open": "opened", "merged": "merged", "closed": "closed"}[change.state]
+        can_merge = "cannot_be_merged" if change.has_conflicts else "can_be_merged"
+        return {
+            "id": 5000 + change.number, "iid": change.number, "project_id": project_id, "title": change.title,
+            "description": " ".join([*(f"Closes #{n}" for n in change.closes), *(f"See #{n}" for n in change.mentions)]),
+            "state": state, "draft": change.draft, "work_in_progress": change.draft,
+            "author": {"id": 7, "username": change.author, "name": change.author.title()},
+            "source_branch": change.source_branch, "target_branch": change.target_branch,
+            "source_project_id": project_id, "target_project_id": project_id,
+            "merge_status": can_merge if change.state == "open" else "can_be_merged",
+            "detailed_merge_status": ("conflict" if change.has_conflicts else "mergeable") if change.state == "open"
+            else "not_open",
+            "has_conflicts": change.has_conflicts, "created_at": change.created_at,
+            "merged_at": "2026-01-02T00:00:00Z" if change.state == "merged" else None,
+            "web_url": f"{web}/-/merge_requests/{change.number}",
+        }  # fmt: skip
+
+    @staticmethod
+    def _approvals_json(change: FakeChange) -> JSON:
+        # GET /projects/:id/merge_requests/:iid/approvals
+        users = [{"user": {"id": 100 + i, "username": name, "name": name.title()}}
+                 for i, name in enumerate(change.approved_by)]  # fmt: skip
+        return {
+            "id": 5000 + change.number, "iid": change.number, "state": change.state, "approved": bool(users),
+            "approvals_required": 1, "approvals_left": 0 if users else 1, "approved_by": users,
+        }  # fmt: skip
 
     def _issue_route(self, method: str, rest: list[str], issue: FakeIssue, project: FakeProject,
                      body: JSON, web: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
@@ -335,8 +417,71 @@ class FakeGitHub(FakeTracker):
             project.labels[body["name"]] = body["color"]
             return 201, {"name": body["name"], "color": body["color"], "url": f"{api}/labels/{quote(body['name'])}"}, {}
         if len(rest) >= 2 and rest[0] == "issues" and rest[1].isdigit() and int(rest[1]) in project.issues:
+            if rest[2:] == ["timeline"] and method == "GET":
+                events = self._timeline(project, int(rest[1]), api)
+                chunk, headers = _page(events, query, base, path, self.api_prefix)
+                return 200, chunk, headers
             return self._issue_route(method, rest[2:], project.issues[int(rest[1])], project, body, api)
+        if len(rest) >= 2 and rest[0] == "pulls" and rest[1].isdigit() and method == "GET":
+            change = project.changes.get(int(rest[1]))
+            if change is None:
+                raise _Error(404, {"message": "Not Found"})
+            if rest[2:] == ["reviews"]:
+                reviews = [
+                    self._review_json(change, i, login, verdict) for i, (login, verdict) in enumerate(change.reviews)
+                ]
+                chunk, headers = _page(reviews, query, base, path, self.api_prefix)
+                return 200, chunk, headers
+            if not rest[2:]:
+                return 200, self._pull_json(change, api), {}
         raise _Error(404, {"message": "Not Found"})
+
+    def add_change(self, title: str = "Change", **fields: Any) -> int:
+        """A pull request: GitHub numbers pull requests and issues in one sequence (and lists both)."""
+        number = self.project.add(title, pull_request=True)
+        self.project.changes[number] = FakeChange(number, title, **fields)
+        self.project.issues[number].state = "open" if self.project.changes[number].state == "open" else "closed"
+        return number
+
+    def _timeline(self, project: FakeProject, number: int, api: str) -> list[JSON]:
+        """GET /repos/{o}/{r}/issues/{n}/timeline: a "labeled" event, then one "cross-referenced" event per
+        pull request naming the issue (its source is the pull request as an issue, with ``pull_request``)."""
+        events: list[JSON] = [{"event": "labeled", "label": {"name": "To Do"}, "created_at": "2026-01-01T00:00:00Z",
+                               "actor": {"login": "octocat"}}]  # fmt: skip
+        for change in project.changes.values():
+            if change.references(number):
+                source = {**self._json(project.issues[change.number], api), "repository_url": api}
+                events.append({
+                    "event": "cross-referenced", "created_at": change.created_at, "updated_at": change.created_at,
+                    "actor": {"login": change.author}, "source": {"type": "issue", "issue": source},
+                })  # fmt: skip
+        return events
+
+    def _pull_json(self, change: FakeChange, api: str) -> JSON:
+        # The shape of GET /repos/{o}/{r}/pulls/{n} (the fields devclaw reads, and their neighbours).
+        html = f"https://github.example/{self.path}/pull/{change.number}"
+        mergeable = None if change.state != "open" else not change.has_conflicts
+        return {
+            "url": f"{api}/pulls/{change.number}", "id": 9000 + change.number, "number": change.number,
+            "html_url": html, "diff_url": f"{html}.diff", "title": change.title,
+            "body": " ".join([*(f"Closes #{n}" for n in change.closes), *(f"See #{n}" for n in change.mentions)]),
+            "state": "open" if change.state == "open" else "closed", "draft": change.draft,
+            "merged": change.state == "merged", "mergeable": mergeable,
+            "mergeable_state": "dirty" if change.has_conflicts else "clean",
+            "merged_at": "2026-01-02T00:00:00Z" if change.state == "merged" else None,
+            "user": {"login": change.author, "id": 7, "type": "User"},
+            "head": {"ref": change.source_branch, "label": f"acme:{change.source_branch}", "sha": "a" * 40},
+            "base": {"ref": change.target_branch, "label": f"acme:{change.target_branch}", "sha": "b" * 40},
+            "created_at": change.created_at,
+        }  # fmt: skip
+
+    @staticmethod
+    def _review_json(change: FakeChange, index: int, login: str, verdict: str) -> JSON:
+        # GET /repos/{o}/{r}/pulls/{n}/reviews, oldest first
+        return {
+            "id": 80000 + change.number * 100 + index, "user": {"login": login, "id": 200 + index},
+            "body": "", "state": verdict, "submitted_at": f"2026-01-01T00:{index:02d}:00Z", "commit_id": "a" * 40,
+        }  # fmt: skip
 
     def _issue_route(self, method: str, rest: list[str], issue: FakeIssue, project: FakeProject,
                      body: JSON, api: str) -> tuple[int, JSON, dict[str, str]]:  # fmt: skip
@@ -379,6 +524,7 @@ class FakeGitHub(FakeTracker):
             "labels": [{"name": name, "color": "ededed"} for name in issue.labels],
             "milestone": None if issue.milestone is None else {"title": issue.milestone, "number": 1},
             "html_url": f"https://github.example/{self.path}/{kind}/{issue.number}",
+            "repository_url": api,
         }  # fmt: skip
         if issue.pull_request:
             data["pull_request"] = {"url": f"{api}/pulls/{issue.number}"}
@@ -507,6 +653,22 @@ class Harness:
             with sqlite3.connect(str(self.db)) as conn:
                 conn.execute("UPDATE issues SET state = 'closed' WHERE number = ?", (number,))
         return number
+
+    def add_change(self, issue: int, *, state: str = "merged", draft: bool = False, mention: bool = False,
+                   source_branch: str = "feature", target_branch: str = "main", **fields: Any) -> str:  # fmt: skip
+        """A merge/pull request closing (``mention``: naming) ``issue``; its URL. On the embedded tracker,
+        a link as ``devclaw issue link-mr`` makes it."""
+        if self.fake is not None:
+            refs = {"mentions": [issue]} if mention else {"closes": [issue]}
+            number = self.fake.add_change(f"Fix #{issue}", state=state, draft=draft, source_branch=source_branch,
+                                          target_branch=target_branch, **refs, **fields)  # fmt: skip
+            if self.kind == "gitlab":
+                return f"{GITLAB_URL}/{self.fake.path}/-/merge_requests/{number}"
+            return f"https://github.example/{self.fake.path}/pull/{number}"
+        assert isinstance(self.tracker, LocalTracker)
+        url = f"https://git.example/webapp/-/merge_requests/{len(self.tracker.changes_for(issue)) + 1}"
+        change = ChangeRequest(0, url, state, draft, source_branch=source_branch, target_branch=target_branch)  # type: ignore[arg-type]
+        return self.tracker.link_change(issue, change).url
 
     def labels_of(self, number: int) -> list[str]:
         if self.fake is not None:

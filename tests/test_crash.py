@@ -19,7 +19,7 @@ from devclaw.state import ProjectsFile
 from devclaw.trackers.local import LocalTracker
 from devclaw.workflow import ACTIVE_LABEL, ROLES, Label
 from devclaw.workspace import Workspace
-from tests.conftest import GROUP, PYTHON, call, local_tracker, new_issue
+from tests.conftest import GROUP, NO_CHANGES, PYTHON, call, local_tracker, new_issue
 
 DEV_SESSION = "agent:main:subagent:dev-1"
 QA_SESSION = "agent:main:subagent:qa-1"
@@ -159,7 +159,7 @@ def test_a_crash_on_a_network_tracker_is_settled_by_its_intent(
     monkeypatch.setenv("FAKE_TOKEN", fake.token)
     with FakeServer(fake) as server:
         config = TrackerConfig(provider="gitlab", path="acme/webapp", base_url=server.url, token_env="FAKE_TOKEN")
-        register_project(ws, GROUP, Project(name="webapp", tracker=config))
+        register_project(ws, GROUP, Project(name="webapp", tracker=config, changes=NO_CHANGES))
         issue = fake.project.add("Task", labels=["To Do"])
         params: dict[str, Any] = {"issueId": issue, "role": "dev", "projectGroupId": GROUP}
         if tool == "task_complete":

@@ -22,7 +22,7 @@ import pytest
 from devclaw.errors import DevclawError, InputError, TrackerError, WorkflowError
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
-from tests.conftest import GROUP, add_local_project, call, local_tracker, new_issue, snapshot
+from tests.conftest import GROUP, NO_CHANGES, add_local_project, call, local_tracker, new_issue, snapshot
 from tests.fakes import GITHUB_URL, GITLAB_URL, KINDS, REMOTE_KINDS, TrackerKind, make_fake, mount_responses
 from tests.test_tool_budgets import TOKEN_ENV, Setup, register, registered
 
@@ -32,7 +32,7 @@ QA_SESSION = "agent:main:subagent:qa-1"
 
 @pytest.fixture(params=REMOTE_KINDS)
 def remote(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    with registered(request.param, ws, monkeypatch) as made:
+    with registered(request.param, ws, monkeypatch, changes=NO_CHANGES) as made:
         yield made
 
 
@@ -280,7 +280,7 @@ def test_workspace_caps_refuse_and_change_nothing(ws: Workspace, three_devs: lis
 
 @pytest.fixture(params=KINDS)
 def any_kind(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    with registered(request.param, ws, monkeypatch) as made:
+    with registered(request.param, ws, monkeypatch, changes=NO_CHANGES) as made:
         yield made
 
 
@@ -356,7 +356,7 @@ def test_a_token_in_a_summary_is_masked_in_the_announcement_and_the_audit_line(
     monkeypatch.setenv(variable, SECRET)
     config = TrackerConfig(provider="gitlab", path=fake.path, base_url=GITLAB_URL, token_env=variable)
     with mount_responses(fake, GITLAB_URL):
-        register_project(ws, GROUP, Project(name="webapp", tracker=config))
+        register_project(ws, GROUP, Project(name="webapp", tracker=config, changes=NO_CHANGES))
         s = Setup("gitlab", ws, fake)
         issue = s.seed("Add login page", ["To Do"])
         to_qa_active(s, issue)

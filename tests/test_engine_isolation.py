@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devclaw.workspace import Workspace
-from tests.conftest import GROUP, OTHER_GROUP, add_local_project, local_tracker, new_issue
+from tests.conftest import GROUP, NO_CHANGES, OTHER_GROUP, add_local_project, local_tracker, new_issue
 from tests.fakes import FakeGitLab, FakeServer
 from tests.test_serve import TIMEOUT, Serve
 from tests.test_tool_budgets import TOKEN_ENV, register
@@ -27,7 +27,7 @@ def hung_gitlab(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     fake = FakeGitLab("acme/platform/webapp")
     monkeypatch.setenv(TOKEN_ENV, fake.token)  # the serve child inherits it
     with FakeServer(fake) as server:
-        register(ws, "gitlab", server.url)
+        register(ws, "gitlab", server.url, changes=NO_CHANGES)
         fake.project.add("Slow task", ["To Do"])
         fake.log.clear()
         fake.stall(HANG, times=1000)

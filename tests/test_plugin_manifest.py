@@ -24,12 +24,18 @@ MANIFEST = json.loads((REPO / "openclaw.plugin.json").read_text())
 PACKAGE = json.loads((REPO / "package.json").read_text())
 
 # Registers the plugin with a recording api, builds every tool with a run context, then runs the calls
-# given on argv[1] (JSON [[tool, params], ...]) and prints what the host would see.
+# given on argv[1] (JSON [[tool, params], ...]) and prints what the host would see. With `sessions`
+# ({sessionKey: [message, ...]}) the api has a runtime whose getSessionMessages answers from it (an unknown
+# key throws, as the host does).
 NODE_HOST = """
 import plugin from "./index.js";
-const [calls, config, ctx] = JSON.parse(process.argv[1]);
-const registered = [], services = [];
-plugin.register({ pluginConfig: config, logger: { info() {}, warn() {}, debug() {} },
+const [calls, config, ctx, sessions] = JSON.parse(process.argv[1]);
+const registered = [], services = [], warnings = [];
+const runtime = sessions && { subagent: { async getSessionMessages({ sessionKey }) {
+  if (!(sessionKey in sessions)) throw new Error(`no session ${sessionKey}`);
+  return { messages: sessions[sessionKey] };
+} } };
+plugin.register({ pluginConfig: config, runtime, logger: { info() {}, warn: (m) => warnings.push(m), debug() {} },
   registerTool: (factory, opts) => registered.push({ factory, opts }),
   registerService: (service) => services.push(service) });
 const tools = registered.map(({ factory }) => factory(ctx));
@@ -43,7 +49,7 @@ await Promise.all(services.map((service) => service.stop?.({})));
 console.log(JSON.stringify({
   names: registered.map(({ opts }) => opts?.name),
   tools: tools.map(({ name, description, parameters }) => ({ name, description, parameters })),
-  services: services.map((service) => service.id), outcomes }));
+  services: services.map((service) => service.id), outcomes, warnings }));
 """
 
 
@@ -53,11 +59,13 @@ def devclaw_tools() -> list[dict[str, Any]]:
     return tools
 
 
-def node_host(calls: list[Any], config: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+def node_host(
+    calls: list[Any], config: dict[str, Any], ctx: dict[str, Any], sessions: dict[str, Any] | None = None
+) -> dict[str, Any]:
     node = shutil.which("node")
     assert node, "node (>= 20) must be on PATH to load index.js"
     done = subprocess.run(
-        [node, "--input-type=module", "-e", NODE_HOST, json.dumps([calls, config, ctx])],
+        [node, "--input-type=module", "-e", NODE_HOST, json.dumps([calls, config, ctx, sessions])],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -182,3 +190,67 @@ def test_a_timed_out_mutation_says_it_may_still_complete_and_serve_is_not_killed
     assert fake.project.issues[issue].labels == ["Doing"], [r.get("message") for r in ws.audit.records()]
     assert ws.store.read().project(GROUP).worker("dev").issue_id == issue
     assert [r["issue"] for r in ws.audit.records(event="task_pickup")] == [issue]
+
+
+def assistant(at_ms: int, input_tokens: int, output: int, cost: float | None = None) -> dict[str, Any]:
+    usage: dict[str, Any] = {"input": input_tokens, "output": output, "cacheRead": 1, "cacheWrite": 0}
+    if cost is not None:
+        usage["cost"] = {"total": cost}
+    return {"role": "assistant", "content": [{"type": "text", "text": "ok"}], "usage": usage, "timestamp": at_ms,
+            "provider": "fake", "model": "fake-model"}  # fmt: skip
+
+
+def completions(ws: Workspace) -> list[dict[str, Any]]:
+    return [r for r in ws.audit.records() if r["event"] == "task_complete"]
+
+
+def test_a_manual_task_complete_counts_the_sessions_tokens_since_the_pickup(
+    ws: Workspace, project: Any, tracker: Any
+) -> None:
+    from datetime import datetime
+
+    issue = new_issue(tracker)
+    session = "agent:main:subagent:manual-dev"
+    pickup = {"issueId": issue, "role": "dev", "projectGroupId": GROUP}
+    confirm = {"projectGroupId": GROUP, "role": "dev", "sessionId": session}
+    node_host([["task_pickup", pickup], ["task_pickup_confirm", confirm]], {"python": sys.executable},
+              {"workspaceDir": str(ws.root)})  # fmt: skip
+    start = ws.store.read().project(GROUP).worker("dev").start_time
+    assert start is not None
+    picked = int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
+    # An earlier task's message in the same session, then this run's two, then a user message without usage.
+    messages = [assistant(picked - 60000, 999, 999), assistant(picked + 10, 100, 7, 0.5),
+                assistant(picked + 20, 50, 3, 0.25), {"role": "user", "content": "next", "timestamp": picked + 30}]  # fmt: skip
+    done = {"role": "dev", "result": "done", "projectGroupId": GROUP}
+    host = node_host([["task_complete", done]], {"python": sys.executable}, {"workspaceDir": str(ws.root)},
+                     {session: messages})  # fmt: skip
+    assert "ok" in host["outcomes"][0], host["outcomes"][0]
+    [line] = completions(ws)
+    assert line["usage"] == {"input": 150, "output": 10, "cacheRead": 2, "cacheWrite": 0, "cost": 0.75}
+    assert line["model"] == "fake/fake-model" and host["warnings"] == []
+
+
+def test_the_callers_usage_wins_and_an_unreadable_session_is_said_once(
+    ws: Workspace, project: Any, tracker: Any
+) -> None:
+    first, second = new_issue(tracker), new_issue(tracker, "Second")
+    two_dev = {GROUP: project.model_copy(update={"max_workers": {"dev": 2}})}
+    ws.store.update(lambda state: state.model_copy(update={"projects": two_dev}))
+    calls: list[Any] = []
+    for n, issue in enumerate((first, second)):
+        calls += [["task_pickup", {"issueId": issue, "role": "dev", "projectGroupId": GROUP}],
+                  ["task_pickup_confirm", {"projectGroupId": GROUP, "role": "dev", "issueId": issue,
+                                           "sessionId": f"agent:main:subagent:gone-{n}"}]]  # fmt: skip
+    own = {"input": 5, "output": 6}
+    calls += [
+        ["task_complete", {"role": "dev", "result": "done", "projectGroupId": GROUP, "issueId": first, "usage": own}],
+        ["task_complete", {"role": "dev", "result": "done", "projectGroupId": GROUP, "issueId": second}],
+    ]
+    sessions = {"agent:main:subagent:gone-0": [assistant(2**41, 100, 100)]}  # would count, but the caller's wins
+    host = node_host(calls, {"python": sys.executable}, {"workspaceDir": str(ws.root)}, sessions)
+    assert all("ok" in outcome for outcome in host["outcomes"]), host["outcomes"]
+    by_issue = {line["issue"]: line.get("usage") for line in completions(ws)}
+    assert by_issue[first] == {"input": 5, "output": 6, "cacheRead": 0, "cacheWrite": 0, "cost": None}
+    assert by_issue[second] is None  # its session cannot be read: recorded without tokens
+    [warning] = host["warnings"]
+    assert "agent:main:subagent:gone-1" in warning and "without tokens" in warning

@@ -57,7 +57,8 @@ def test_concurrent_appenders_lose_nothing_across_rotations(tmp_path: Path) -> N
     log = AuditLog(path)
     assert len(log.files()) > 10
     for file in log.files():
-        data = file.read_bytes()
+        # The last append may have rotated audit.log away, and no line came after it to make a new one.
+        data = file.read_bytes() if file.exists() else b""
         assert not data or data.endswith(b"\n")
     records = list(log.records())
     assert len(records) == 4 * 300

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from devclaw.loop import call_loop, free_slots
+from devclaw.loop import Caps, call_loop, idle_slots
 from devclaw.state import Project
 from devclaw.tools.pickup import TaskPickupResult
 from devclaw.workspace import Workspace
-from tests.conftest import GROUP, OTHER_GROUP, PYTHON, add_local_project, call, local_tracker, snapshot
+from tests.conftest import GROUP, NO_CHANGES, OTHER_GROUP, PYTHON, add_local_project, call, local_tracker, snapshot
 from tests.fakes import KINDS
 from tests.test_tool_budgets import DEV_SESSION, QA_SESSION, Setup, budget, registered
 
@@ -28,7 +28,7 @@ PICKUP_FIELDS = {info.alias or name for name, info in TaskPickupResult.model_fie
 
 @pytest.fixture(params=KINDS)
 def setup(request: pytest.FixtureRequest, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with registered(request.param, ws, monkeypatch) as made:
+    with registered(request.param, ws, monkeypatch, changes=NO_CHANGES) as made:
         yield made
 
 
@@ -129,16 +129,56 @@ def test_a_tracker_that_cannot_be_read_skips_its_project_only(ws: Workspace, mon
     assert "NO_SUCH_TOKEN" in skip["reason"] and "not judged empty" in skip["reason"]
 
 
-def test_free_slots_follow_max_workers_and_the_caps(ws: Workspace) -> None:
+def test_idle_slots_follow_max_workers(ws: Workspace) -> None:
     from devclaw.state import ProjectsFile, Worker
 
     project = Project(name="webapp", max_workers={"dev": 3})
     state = ProjectsFile(projects={GROUP: project})
-    assert [(s.role, s.index) for s in free_slots(state)[GROUP]] == [("dev", 0), ("dev", 1), ("dev", 2), ("qa", 0)]
+    assert [(s.role, s.index) for s in idle_slots(state)[GROUP]] == [("dev", 0), ("dev", 1), ("dev", 2), ("qa", 0)]
     project.workers["dev"] = [Worker(), Worker(active=True, issue_id=4)]
-    assert [(s.role, s.index) for s in free_slots(state)[GROUP]] == [("dev", 0), ("dev", 2), ("qa", 0)]
+    assert [(s.role, s.index) for s in idle_slots(state)[GROUP]] == [("dev", 0), ("dev", 2), ("qa", 0)]
+    # The caps are not idle_slots' business: a slot counts against them only once a dispatch fills it.
     capped = state.model_copy(update={"max_active_workers": 2, "max_active_workers_per_role": {"qa": 0}})
-    assert [(s.role, s.index) for s in free_slots(capped)[GROUP]] == [("dev", 0)]
+    assert idle_slots(capped) == idle_slots(state)
+    caps = Caps.left(capped)
+    assert (caps.room("dev"), caps.room("qa")) == (1, 0)
+    caps.take("dev")
+    assert not caps.allows("dev") and caps.room("dev") == 0
+
+
+def _set_caps(ws: Workspace, total: int | None = None, per_role: dict[str, int] | None = None) -> None:
+    with ws.store.locked() as state:
+        state.max_active_workers = total
+        state.max_active_workers_per_role = per_role or {}
+        ws.store.write(state)
+
+
+@pytest.mark.parametrize(("total", "per_role"), [(1, None), (None, {"dev": 1})])
+def test_an_idle_slot_with_an_empty_queue_leaves_the_cap_to_a_project_with_work(
+    ws: Workspace, total: int | None, per_role: dict[str, int] | None
+) -> None:
+    add_local_project(ws)  # first in project order, nothing queued
+    add_local_project(ws, OTHER_GROUP, "api")
+    issue = local_tracker(ws, "api").create_issue("api task", "", ("To Do",)).id
+    _set_caps(ws, total, per_role)
+    result = tick(ws, activeSessions=["agent:main:main"])
+    assert [(d["groupId"], d["issueId"]) for d in result["dispatches"]] == [(OTHER_GROUP, issue)]
+    assert ws.store.read().active_count() == 1
+    local_tracker(ws, "api").create_issue("api task 2", "", ("To Do",))
+    local_tracker(ws).create_issue("webapp task", "", ("To Do",))
+    assert tick(ws, activeSessions=["agent:main:main"])["dispatches"] == []  # the cap is used up now
+
+
+def test_a_cap_already_reached_reads_no_queue(setup: Setup) -> None:
+    setup.seed("Task", ["To Do"])
+    tick(setup.ws, activeSessions=[])
+    call(setup.ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId=DEV_SESSION)
+    setup.seed("Other", ["To Do"])
+    _set_caps(setup.ws, total=1)
+    before = setup.count()
+    result = tick(setup.ws, activeSessions=[DEV_SESSION])
+    assert result["dispatches"] == [] and result["freeSlots"] == 0
+    assert setup.spent(before) == budget(setup, 2)  # the reconcile only
 
 
 def test_release_to_queue_puts_the_issue_back_where_it_came_from(setup: Setup) -> None:
@@ -322,3 +362,20 @@ def test_a_tick_stops_at_the_workspace_cap(ws: Workspace) -> None:
     assert ws.store.read().active_count("dev") == 3
     with pytest.raises(Exception, match=r"maxActiveWorkersPerRole.dev is 3"):
         call(ws, "task_pickup", issueId=3, role="dev", projectGroupId=OTHER_GROUP)
+
+
+def test_task_session_names_the_worker_a_completion_would_complete(ws: Workspace) -> None:
+    add_local_project(ws, max_workers={"dev": 2})
+    first = local_tracker(ws).create_issue("First", "", ("To Do",)).id
+    second = local_tracker(ws).create_issue("Second", "", ("To Do",)).id
+    for issue, session in ((first, DEV_SESSION), (second, QA_SESSION)):
+        call(ws, "task_pickup", issueId=issue, role="dev", projectGroupId=GROUP)
+        call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId=session, issueId=issue)
+    before = snapshot(ws)
+    found = call_loop(ws, "task_session", {"projectGroupId": GROUP, "role": "dev", "issueId": second})
+    worker = ws.store.read().project(GROUP).worker("dev", 1)
+    assert (found["slot"], found["issueId"], found["sessionId"]) == (1, second, QA_SESSION)
+    assert found["startTime"] == worker.start_time is not None
+    assert snapshot(ws) == before  # it only reads
+    with pytest.raises(Exception, match="pass issueId"):
+        call_loop(ws, "task_session", {"projectGroupId": GROUP, "role": "dev"})

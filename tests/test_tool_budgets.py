@@ -3,7 +3,10 @@
 A whole dev -> QA lifecycle (pickup, confirm, done, QA pickup, fail, fix, pass) runs on each tracker; after
 each call the fake's request log says exactly how many requests the call made. Budgets (tracker issue):
 task_pickup <= 2, task_complete <= 2 (close/reopen included), queue_status <= 3 per project,
-session_health without fixes 0, ``project add`` 1 listing + 1 create per missing label.
+session_health without fixes 0, ``project add`` 1 listing + 1 create per missing label. Where the project
+requires changes (the default on GitLab and GitHub), DEV done and QA pickup also look up the issue's change:
+GitLab 2 GETs (closed_by, related_merge_requests) + 1 per open merge request (approvals), GitHub 1 GET (the
+timeline) + 1 per pull request + 1 per open one (reviews).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 
 from devclaw.errors import ConfigError, TrackerAuthError, TrackerError
-from devclaw.state import Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, TrackerConfig
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, call
@@ -63,26 +66,37 @@ class Setup:
         return tracker.create_issue(title, "", tuple(labels)).id
 
 
-def register(ws: Workspace, kind: TrackerKind, base_url: str | None, *, update: bool = False) -> dict[str, Any]:
+def register(
+    ws: Workspace,
+    kind: TrackerKind,
+    base_url: str | None,
+    *,
+    update: bool = False,
+    changes: ChangeSettings | None = None,
+) -> dict[str, Any]:
     from devclaw.registry import register_project
 
     path = {"local": "webapp", "gitlab": "acme/platform/webapp", "github": "acme/webapp"}[kind]
     config = TrackerConfig(provider=kind, path=path, base_url=base_url, token_env=TOKEN_ENV)
-    return register_project(ws, GROUP, Project(name="webapp", tracker=config), update=update)
+    project = Project(name="webapp", tracker=config, changes=changes or ChangeSettings())
+    return register_project(ws, GROUP, project, update=update)
 
 
 @contextlib.contextmanager
-def registered(kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    """A workspace with one project on a fresh tracker of ``kind``, registered like `project add` does."""
+def registered(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch, *, changes: ChangeSettings | None = None
+) -> Iterator[Setup]:
+    """A workspace with one project on a fresh tracker of ``kind``, registered like `project add` does
+    (``changes``: its changes settings; the tracker's defaults when not given)."""
     if kind == "local":
-        register(ws, kind, None)
+        register(ws, kind, None, changes=changes)
         yield Setup(kind, ws, None)
         return
     fake = make_fake(kind, "acme/platform/webapp" if kind == "gitlab" else "acme/webapp")
     monkeypatch.setenv(TOKEN_ENV, fake.token)
     base_url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
     with mount_responses(fake, base_url):
-        result = register(ws, kind, base_url)
+        result = register(ws, kind, base_url, changes=changes)
         assert result["labelsCreated"] == [label.value for label in Label]
         assert len(fake.log) == 1 + 8  # one listing, one create per missing label
         yield Setup(kind, ws, fake)
@@ -110,18 +124,25 @@ def test_project_edit_costs_one_listing(setup: Setup) -> None:
     assert result["labelsCreated"] == [] and setup.spent(before) == budget(setup, 1)
 
 
+#: The change lookup of a project that requires changes, for an issue with one merged change.
+MERGED_LOOKUP = 2
+
+
 def test_a_full_lifecycle_stays_within_the_request_budget(setup: Setup) -> None:
     issue = setup.seed("Add login page", ["To Do", "priority::high"])
+    if setup.fake is not None:
+        setup.fake.add_change("Add login page", state="merged", closes=[issue])
+    lookup = MERGED_LOOKUP  # GitLab: closed_by + related_merge_requests; GitHub: timeline + the pull request
     steps: list[tuple[str, dict[str, Any], int]] = [
         ("task_pickup", {"issueId": issue, "role": "dev"}, 2),
         ("task_pickup_confirm", {"role": "dev", "sessionId": DEV_SESSION}, 0),
-        ("task_complete", {"role": "dev", "result": "done"}, 2),
-        ("task_pickup", {"issueId": issue, "role": "qa"}, 2),
+        ("task_complete", {"role": "dev", "result": "done"}, 2 + lookup),
+        ("task_pickup", {"issueId": issue, "role": "qa"}, 2 + lookup),
         ("task_pickup_confirm", {"role": "qa", "sessionId": QA_SESSION}, 0),
         ("task_complete", {"role": "qa", "result": "fail", "summary": "button dead"}, 2),
         ("task_pickup", {"issueId": issue, "role": "dev"}, 2),  # To Improve -> Doing, session reused
-        ("task_complete", {"role": "dev", "result": "done"}, 2),
-        ("task_pickup", {"issueId": issue, "role": "qa"}, 2),
+        ("task_complete", {"role": "dev", "result": "done"}, 2 + lookup),
+        ("task_pickup", {"issueId": issue, "role": "qa"}, 2 + lookup),
         ("task_complete", {"role": "qa", "result": "pass"}, 2),  # closes the issue in the same write
         ("queue_status", {}, 3),
         ("session_health", {"activeSessions": [DEV_SESSION, QA_SESSION]}, 0),
@@ -135,6 +156,29 @@ def test_a_full_lifecycle_stays_within_the_request_budget(setup: Setup) -> None:
     if setup.fake is not None:
         assert setup.fake.project.issues[issue].state == "closed"
         assert {entry.method for entry in setup.fake.log} <= {"GET", "PUT", "PATCH", "POST"}
+
+
+@pytest.mark.parametrize("state", ["none", "open", "merged", "two open"])
+def test_the_change_gate_costs_what_the_trackers_say(remote: Setup, state: str) -> None:
+    setup = remote
+    assert setup.fake is not None
+    issue = setup.seed("Add login page", ["To Do"])
+    opened = {"none": 0, "open": 1, "merged": 0, "two open": 2}[state]
+    for n in range(opened):
+        setup.fake.add_change(f"Part {n}", state="open", closes=[issue])
+    if state == "merged":
+        setup.fake.add_change("All of it", state="merged", closes=[issue])
+    call(setup.ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="dev")
+    before = setup.count()
+    with contextlib.suppress(Exception):
+        call(setup.ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+    found = opened + (state == "merged")
+    # GitLab: closed_by, related_merge_requests, the approvals of each open MR; GitHub: the timeline, each
+    # pull request, the reviews of each open one (both: after the one read of the issue)
+    lookup = 2 + opened if setup.kind == "gitlab" else 1 + found + opened
+    move = 1 if state == "merged" else 0  # refused: no write at all
+    assert setup.spent(before) == 1 + lookup + move
+    assert (Label.TO_TEST.value in setup.labels(issue)) is (state == "merged")
 
 
 def test_queue_status_lists_every_page_of_every_queue(setup: Setup) -> None:

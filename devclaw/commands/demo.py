@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from devclaw.commands.board import render
+from devclaw.commands.issue import link_change
 from devclaw.errors import DevclawError, InputError
 from devclaw.registry import register_project
-from devclaw.state import Project
+from devclaw.state import ChangeSettings, Project
 from devclaw.tools import call_tool
 from devclaw.tools.queue import collect_queues
 from devclaw.workflow import Label
@@ -83,11 +84,16 @@ class Demo:
         ws = self.ws
         self.say(f"devclaw demo in {ws.root}\n")
         ws.create()
-        register_project(ws, GROUP, Project(name="webapp", group_name="Dev - Webapp"))
+        # changes.required: DEV done needs a merged merge request, as on GitLab and GitHub by default.
+        project = Project(name="webapp", group_name="Dev - Webapp", changes=ChangeSettings(required=True))
+        register_project(ws, GROUP, project)
         tracker = ws.tracker(ws.store.read().project(GROUP))
         for title, description in ISSUES:
             tracker.create_issue(title, description, (Label.TO_DO.value,))
-        self.say("1. Project 'webapp' registered on the embedded tracker, with 3 issues in To Do.")
+        self.say(
+            "1. Project 'webapp' registered on the embedded tracker, with 3 issues in To Do; DEV done needs a "
+            "merged merge request (changes.required)."
+        )
         self.first_issue_round_trip()
         self.refine()
         self.zombie()
@@ -107,18 +113,32 @@ class Demo:
             self.call("task_pickup", issueId=2, role="dev")
         except DevclawError as exc:
             self.say(f"    a second DEV pickup is refused: {exc.message}")
-        self.call("task_complete", role="dev", result="done", summary="Login form with validation")
-        self.say("\n3. QA tests #1 and finds a bug:")
-        self.call("task_pickup", issueId=1, role="qa")
+        try:
+            self.call("task_complete", role="dev", result="done", summary="Login form with validation")
+        except DevclawError as exc:
+            self.say(f"    DEV done before a merge request is refused: {exc.message}")
+        self.merged(1, "feature/login", 1)
+        done = self.call("task_complete", role="dev", result="done", summary="Login form with validation")
+        self.say(f"    accepted with changeUrl {done['changeUrl']} ({done['changeState']})")
+        self.say("\n3. QA tests #1 (its task names the merge request) and finds a bug:")
+        qa = self.call("task_pickup", issueId=1, role="qa")
+        self.say("    " + next(line for line in qa["taskMessage"].splitlines() if line.startswith("Change:")))
         self.call("task_pickup_confirm", role="qa", sessionId=QA_SESSION)
         fail = self.call("task_complete", role="qa", result="fail", summary="Redirect after login is broken")
         self.say(f"    devFixInstructions: {fail['devFixInstructions']}")
         self.say("\n4. DEV fixes #1 in the same session; QA passes it:")
         again = self.call("task_pickup", issueId=1, role="dev")
         self.say(f"    sessionAction {again['sessionAction']} -> {again['sessionId']}")
+        self.merged(1, "fix/login-redirect", 2)
         self.call("task_complete", role="dev", result="done", summary="Redirect fixed")
         self.call("task_pickup", issueId=1, role="qa")
         self.call("task_complete", role="qa", result="pass")
+
+    def merged(self, issue: int, branch: str, number: int) -> None:
+        """The merge request DEV opened and got merged, linked as ``devclaw issue link-mr`` does."""
+        url = f"https://git.example/webapp/-/merge_requests/{number}"
+        link_change(self.ws, GROUP, issue, url, state="merged", source_branch=branch, author="dev-bot")
+        self.say(f"    $ devclaw issue link-mr {GROUP} {issue} {url} --state merged --source-branch {branch}")
 
     def pickup(self, issue: int, role: str) -> dict[str, Any]:
         """A pickup the way the orchestrator does it: a spawn is followed by its confirm."""
@@ -131,6 +151,7 @@ class Demo:
     def refine(self) -> None:
         self.say("\n5. #2 goes through DEV; QA needs a human decision:")
         self.pickup(2, "dev")
+        self.merged(2, "fix/footer-typo", 3)
         self.call("task_complete", role="dev", result="done", summary="Typo fixed")
         self.call("task_pickup", issueId=2, role="qa")
         self.call("task_complete", role="qa", result="refine", summary="Unclear whether the year should be dynamic")

@@ -1,8 +1,10 @@
-"""``devclaw issue create|show|label|list``: the people's side of the tracker, on every provider."""
+"""``devclaw issue create|show|label|list|link-mr``: the people's side of the tracker, on every provider
+(``link-mr`` on the embedded tracker, whose merge requests live elsewhere)."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -15,6 +17,8 @@ from devclaw.errors import InputError
 from devclaw.inputs import normalize_group_id
 from devclaw.state import Project, ProjectsFile
 from devclaw.trackers import Tracker
+from devclaw.trackers.base import CHANGE_STATES, ChangeRequest
+from devclaw.trackers.local import LocalTracker
 from devclaw.workflow import Label, current_label, human_move, parse_label
 from devclaw.workspace import Workspace
 
@@ -44,6 +48,18 @@ def register(sub: Any) -> None:
     listing.add_argument("--label", help="only issues with this workflow label")
     listing.add_argument("--json", action="store_true", help="print the issues as JSON")
     listing.set_defaults(handler=run_list)
+    link = issue.add_parser(
+        "link-mr", help="link a merge request to an issue of the embedded tracker (again: update it)"
+    )
+    link.add_argument("group_id", metavar="GROUP_ID", help=_GROUP_HELP)
+    link.add_argument("issue_id", metavar="ID", type=int, help="the issue number")
+    link.add_argument("url", metavar="URL", help="the merge request's http(s) URL")
+    link.add_argument("--state", choices=CHANGE_STATES, default="open", help="its state (default open)")
+    link.add_argument("--source-branch", default="", help="the branch it merges")
+    link.add_argument("--target-branch", help="the branch it merges into (default: the project's base branch)")
+    link.add_argument("--draft", action="store_true", help="it is a draft")
+    link.add_argument("--author", default="", help="who opened it")
+    link.set_defaults(handler=run_link_mr, json_output=True)
 
 
 _GROUP_HELP = "the project's group id"
@@ -144,3 +160,57 @@ def run_list(ws: Workspace, args: argparse.Namespace) -> int:
         table.add(f"#{issue.id}", issue.label or "-", issue.title)
     print(table.render())
     return 0
+
+
+# A branch name as git allows it, loosely: no spaces or control characters, no "..", not starting with "-".
+_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[^\s\x00-\x1f\x7f~^:?*\[\\]{1,255}$")
+_URL = re.compile(r"^https?://[^\s/@]+(/\S*)?$")
+
+
+def run_link_mr(ws: Workspace, args: argparse.Namespace) -> int:
+    linked = link_change(
+        ws, args.group_id, args.issue_id, args.url, state=args.state, source_branch=args.source_branch,
+        target_branch=args.target_branch, draft=args.draft, author=args.author,
+    )  # fmt: skip
+    print_json({"success": True, "issueId": args.issue_id, "change": linked.as_json()})
+    return 0
+
+
+def link_change(
+    ws: Workspace,
+    group_id: str,
+    issue_id: int,
+    url: str,
+    *,
+    state: str = "open",
+    source_branch: str = "",
+    target_branch: str | None = None,
+    draft: bool = False,
+    author: str = "",
+) -> ChangeRequest:
+    """Link a merge request to an issue of the embedded tracker (``devclaw issue link-mr``); the same URL
+    again updates it. Every input is checked before the one write: a bad one changes nothing."""
+    project, tracker = _open(ws, group_id, writing=True)
+    if not isinstance(tracker, LocalTracker):
+        raise InputError(
+            f"link-mr is for the embedded tracker; {project.name} is on {project.tracker.provider}, where devclaw "
+            f'finds the {tracker.change_noun} by itself: say "Closes #{issue_id}" in its description'
+        )
+    if state not in CHANGE_STATES:
+        raise InputError(f"--state {state!r} is not one of {', '.join(CHANGE_STATES)}; nothing was changed")
+    change = ChangeRequest(
+        number=0,
+        url=_checked(url, _URL, "URL", "an http(s) URL without credentials, e.g. https://git.example/app/pull/3"),
+        state=state,  # checked above
+        draft=draft,
+        author=" ".join(author.split())[:100],
+        source_branch=_checked(source_branch, _BRANCH, "--source-branch", "a branch name") if source_branch else "",
+        target_branch=_checked(target_branch or project.base_branch, _BRANCH, "--target-branch", "a branch name"),
+    )
+    return tracker.link_change(issue_id, change)
+
+
+def _checked(value: str, pattern: re.Pattern[str], name: str, wanted: str) -> str:
+    if len(value) > 2000 or not pattern.match(value):
+        raise InputError(f"{name} {value[:200]!r} is not {wanted}; nothing was changed")
+    return value

@@ -14,7 +14,7 @@ from devclaw.commands.table import Table
 from devclaw.errors import InputError
 from devclaw.inputs import normalize_group_id
 from devclaw.registry import register_project, remove_project
-from devclaw.state import Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, TrackerConfig
 from devclaw.workflow import Role
 from devclaw.workspace import Workspace
 
@@ -32,6 +32,12 @@ _TRACKER_OPTIONS = {
     "base_url": ("base_url", "tracker URL (self-hosted GitLab, GitHub Enterprise API root)"),
     "token_env": ("token_env", "environment variable holding the token"),
 }
+# option -> (ChangeSettings field, help): what DEV "done" needs (see docs/CONFIGURATION.md).
+_CHANGE_OPTIONS = {
+    "changes_required": ("required", "DEV done needs a merge/pull request for the issue "
+                                     "(default: yes on gitlab/github, no on local)"),
+    "must_be_merged": ("must_be_merged", "that merge/pull request must be merged (default yes)"),
+}  # fmt: skip
 
 
 def register(sub: Any) -> None:
@@ -61,12 +67,21 @@ def _options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     for option, (_, text) in {**_PROJECT_OPTIONS, **_TRACKER_OPTIONS}.items():
         if option != "name":
             parser.add_argument("--" + option.replace("_", "-"), dest=option, help=text)
+    for option, (_, text) in _CHANGE_OPTIONS.items():
+        flag = option.replace("_", "-")
+        parser.add_argument("--" + flag, dest=option, action=argparse.BooleanOptionalAction, default=None, help=text)
 
 
 def run_add(ws: Workspace, args: argparse.Namespace) -> int:
     group_id = normalize_group_id(args.group_id)
     fields = _given(args)
-    project = Project.model_validate({**fields["project"], "tracker": TrackerConfig(**fields["tracker"])})
+    project = Project.model_validate(
+        {
+            **fields["project"],
+            "tracker": TrackerConfig(**fields["tracker"]),
+            "changes": ChangeSettings(**fields["changes"]),
+        }
+    )
     ws.create().require_writable()
     print_json({"success": True, "workspace": str(ws.root), **register_project(ws, group_id, project)})
     return 0
@@ -75,14 +90,15 @@ def run_add(ws: Workspace, args: argparse.Namespace) -> int:
 def run_edit(ws: Workspace, args: argparse.Namespace) -> int:
     group_id = normalize_group_id(args.group_id)
     fields = _given(args)
-    if not fields["project"] and not fields["tracker"]:
+    if not any(fields.values()):
         raise InputError("Nothing to change: give at least one option, e.g. --repo DIR (see `devclaw project edit -h`)")
     ws.require_writable()
     current = ws.store.read().project(group_id)
     tracker = current.tracker.model_copy(update=fields["tracker"])
     if tracker.provider != current.tracker.provider and "path" not in fields["tracker"]:
         tracker.path = None  # the old path named a project on another tracker
-    project = current.model_copy(update={**fields["project"], "tracker": tracker})
+    changes = current.changes.model_copy(update=fields["changes"])
+    project = current.model_copy(update={**fields["project"], "tracker": tracker, "changes": changes})
     print_json({"success": True, **register_project(ws, group_id, Project.model_validate(project.model_dump()),
                                                      update=True)})  # fmt: skip
     return 0
@@ -94,13 +110,15 @@ def _given(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                if getattr(args, option) is not None}  # fmt: skip
     tracker = {field: getattr(args, option) for option, (field, _) in _TRACKER_OPTIONS.items()
                if getattr(args, option) is not None}  # fmt: skip
+    changes = {field: getattr(args, option) for option, (field, _) in _CHANGE_OPTIONS.items()
+               if getattr(args, option) is not None}  # fmt: skip
     if args.provider is not None:
         tracker["provider"] = args.provider
     if "name" in project and not project["name"].strip():
         raise InputError("--name must not be empty")
     if project.get("repo"):
         project["repo"] = absolute_repo(project["repo"])
-    return {"project": project, "tracker": tracker}
+    return {"project": project, "tracker": tracker, "changes": changes}
 
 
 def absolute_repo(text: str) -> str:

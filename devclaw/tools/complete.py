@@ -16,6 +16,7 @@ from devclaw.model_selection import full_model, select_model
 from devclaw.redact import redact
 from devclaw.state import Completion, Project, ProjectsFile, SlotChange, TokenUsage
 from devclaw.tools.base import MutationInput, MutationResult, Tool
+from devclaw.tools.changes import gate_change
 from devclaw.tools.common import (
     MAX_TEXT,
     GroupId,
@@ -29,7 +30,7 @@ from devclaw.tools.common import (
     with_summary,
 )
 from devclaw.tools.pickup import active_worker
-from devclaw.trackers.base import Issue
+from devclaw.trackers.base import ChangeRequest, Issue
 from devclaw.workflow import ISSUE_STATE_AFTER, Event, Result, Role, RoleSpec, next_label, role_spec
 from devclaw.workspace import Workspace
 
@@ -66,15 +67,21 @@ class TaskCompleteResult(MutationResult):
     dev_model: str | None = None
     loop_brake: bool | None = None
     loop_brake_comment: str | None = None
+    #: DEV done on a project that requires a change: the merge/pull request it was accepted with.
+    change_url: str | None = None
+    change_state: str | None = None
 
 
 def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResult:
     """Complete the active DEV or QA task with its result. dev "done": Doing -> To Test (and git pull of
-    the project repo). qa "pass": Testing -> Done and the issue is closed; "fail": Testing -> To Improve,
-    the issue is reopened and devFixInstructions say how to send it back to DEV; "refine": Testing ->
-    Refining for a human to decide. The worker is freed; its session is kept for the next task. Returns
-    the announcement to post to the group. Loop brake: the QA fail that makes qaFailLimit fails for one
-    issue (default 3) sends it to Refining instead, with a comment on the issue saying why."""
+    the project repo); where the project requires a change (its changes settings), done is refused while
+    the issue has no merge/pull request, or only unmerged ones when it must be merged, changing nothing
+    and naming the next step; an accepted one carries changeUrl and changeState. qa "pass": Testing ->
+    Done and the issue is closed; "fail": Testing -> To Improve, the issue is reopened and
+    devFixInstructions say how to send it back to DEV; "refine": Testing -> Refining for a human to
+    decide. The worker is freed; its session is kept for the next task. Returns the announcement to post
+    to the group. Loop brake: the QA fail that makes qaFailLimit fails for one issue (default 3) sends it
+    to Refining instead, with a comment on the issue saying why."""
     if params.summary is not None:
         # The summary goes into projects.json (the completion, an intent) as well as the result and the
         # audit line: a token in it is masked once, here, for all of them.
@@ -96,12 +103,15 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             f"{spec.title} worker on {project.name} is active but has no valid issue. "
             "Run session_health with autoFix to reset it."
         )
-    issue = ws.tracker(project).get_issue(worker.issue_id)
+    tracker = ws.tracker(project)
+    issue = tracker.get_issue(worker.issue_id)
     if issue.label != spec.active_label:
         raise WorkflowError(
             f'Issue #{issue.id} is on "{issue.label or "no workflow label"}", not "{spec.active_label}": '
             "it was moved outside devclaw. Run session_health to reconcile the worker."
         )
+    gated = params.result in spec.change_gated
+    change = gate_change(tracker, project, params.project_group_id, issue) if gated else None
     fails: dict[str, int] = {}
     if requested is Event.QA_FAIL:
         count = project.qa_fail_count(issue.id) + 1
@@ -110,7 +120,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             event = Event.QA_REFINE
     # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
     move = Move(issue, next_label(issue.label, event), ISSUE_STATE_AFTER.get(requested))
-    result = _result(project, params, issue, move)
+    result = _result(project, params, issue, move, change)
     if event is Event.QA_FAIL:
         _add_fix_instructions(result, project, issue, params, state.models)
     comment = None
@@ -134,6 +144,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "announcement": result.announcement,
             "gitPull": None,
             "loopBrake": result.loop_brake,
+            **({"changeUrl": change.url, "changeState": change.state} if change else {}),
             "model": (params.usage.model if params.usage else None) or full_model(worker.model, state.models),
             "sessionId": worker.session_id,
             **(
@@ -204,7 +215,9 @@ def _event(spec: RoleSpec, outcome: Result) -> Event:
         raise InputError(f'{spec.title} cannot use result "{outcome}". Use {allowed}.') from None
 
 
-def _result(project: Project, params: TaskCompleteInput, issue: Issue, move: Move) -> TaskCompleteResult:
+def _result(
+    project: Project, params: TaskCompleteInput, issue: Issue, move: Move, change: ChangeRequest | None
+) -> TaskCompleteResult:
     template = role_spec(params.role).announcements[params.result]
     announcement = sentence(template.format(id=issue.id, summary=with_summary(params.summary)))
     result = TaskCompleteResult(
@@ -216,6 +229,8 @@ def _result(project: Project, params: TaskCompleteInput, issue: Issue, move: Mov
         result=params.result,
         label_transition=move.transition,
         announcement=fit_message(announcement),
+        change_url=change.url if change else None,
+        change_state=change.state if change else None,
     )
     if params.result == "pass":
         result.issue_closed = move.state == "closed"

@@ -16,6 +16,7 @@ from devclaw.errors import InputError, WorkflowError
 from devclaw.model_selection import ModelChoice, select_model
 from devclaw.state import Project, ProjectsFile, SlotChange, Worker
 from devclaw.tools.base import MutationInput, MutationResult, Tool
+from devclaw.tools.changes import chosen_change
 from devclaw.tools.common import (
     MAX_NAME,
     GroupId,
@@ -25,7 +26,7 @@ from devclaw.tools.common import (
     frame,
     one_line,
 )
-from devclaw.trackers.base import Issue
+from devclaw.trackers.base import ChangeRequest, Issue, Tracker
 from devclaw.workflow import Role, RoleSpec, next_label, role_spec
 from devclaw.workspace import Workspace
 
@@ -80,10 +81,11 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
     tracker = ws.tracker(project)
     holding = next((s for s, w in project.active_slots(spec.name) if w.issue_id == params.issue_id), None)
     if holding is not None:
-        return _repeat(ws, state, params, project, holding, tracker.get_issue(params.issue_id))
+        return _repeat(ws, state, params, project, holding, tracker)
     slot = _free_slot(project, spec)
     issue = tracker.get_issue(params.issue_id)
     _check_startable(issue, spec)
+    code_change = _change_of(tracker, project, spec, issue)
     assert issue.label is not None  # _check_startable guarantees a start label
     target = next_label(issue.label, spec.pickup_event)
     choice = select_model(
@@ -105,7 +107,9 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
     change = SlotChange(role=spec.name, slot=slot, worker=worker)
     check_caps(_with_slot(state, params.project_group_id, change), [change])
     move = Move(issue, target)
-    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot)
+    result = _result(
+        project, params.project_group_id, issue, spec, choice, worker, slot, tracker.change_noun, code_change
+    )
     result.label_transition = move.transition
     if not reuse and before.session_id is not None:
         result.announcement = fit_message(
@@ -152,10 +156,19 @@ def _with_slot(state: ProjectsFile, group_id: str, change: SlotChange) -> Projec
     )
 
 
+def _change_of(tracker: Tracker, project: Project, spec: RoleSpec, issue: Issue) -> ChangeRequest | None:
+    """The change the role's task names (QA's: the one DEV done was accepted with); looked up only where
+    the project requires changes, so other pickups cost no request more."""
+    if not spec.sees_change or not project.changes_required:
+        return None
+    return chosen_change(tracker.changes_for(issue.id))
+
+
 def _repeat(
-    ws: Workspace, state: ProjectsFile, params: TaskPickupInput, project: Project, slot: int, issue: Issue
+    ws: Workspace, state: ProjectsFile, params: TaskPickupInput, project: Project, slot: int, tracker: Tracker
 ) -> Plan[TaskPickupResult]:
     """The worker already has this issue (a retry after a lost reply): the same answer, nothing changed."""
+    issue = tracker.get_issue(params.issue_id)
     spec = role_spec(params.role)
     worker = project.worker(spec.name, slot)
     choice = select_model(
@@ -163,7 +176,8 @@ def _repeat(
     )
     if worker.model and choice.alias != worker.model:
         choice = select_model(issue.title, issue.description, spec.name, override=worker.model, models=state.models)
-    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot)
+    change = _change_of(tracker, project, spec, issue)
+    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot, tracker.change_noun, change)
     result.label_transition = f"{issue.label or 'none'} (picked up already)"
     result.repeated = True
     return Plan(tool="task_pickup", group_id=params.project_group_id, result=result)
@@ -186,7 +200,15 @@ def session_label(project: Project, role: Role, slot: int) -> str:
 
 
 def _result(
-    project: Project, group_id: str, issue: Issue, spec: RoleSpec, choice: ModelChoice, worker: Worker, slot: int
+    project: Project,
+    group_id: str,
+    issue: Issue,
+    spec: RoleSpec,
+    choice: ModelChoice,
+    worker: Worker,
+    slot: int,
+    change_noun: str,
+    change: ChangeRequest | None,
 ) -> TaskPickupResult:
     action: Literal["spawn", "send"] = "send" if worker.session_id else "spawn"
     verb = "Spawning" if action == "spawn" else "Sending"
@@ -208,15 +230,27 @@ def _result(
         session_id=session_id,
         announcement=fit_message(announcement),
         label_transition="",
-        task_message=task_message(project, issue, spec.name),
+        task_message=task_message(project, issue, spec.name, change_line(change_noun, change)),
         instructions=_instructions(project, group_id, issue, spec, choice, session_id, slot),
         slot=slot if project.max_slots(spec.name) > 1 else None,
     )
 
 
-def task_message(project: Project, issue: Issue, role: Role) -> str:
-    """What the worker session is told: the issue, where the code is, and what to report when done.
-    The issue's own text is framed as data, with the instructions outside the frame."""
+def change_line(noun: str, change: ChangeRequest | None) -> str | None:
+    """The task message's line naming the change: its URL and state, its branches, where its diff is."""
+    if change is None:
+        return None
+    branches = f"branch {change.source_branch}" if change.source_branch else "branch unknown"
+    if change.target_branch:
+        branches += f" into {change.target_branch}"
+    state = change.state + (", draft" if change.draft else "")
+    return f"Change: {noun} {change.url} ({state}), {one_line(branches)}; diff: {change.diff_url or change.url}"
+
+
+def task_message(project: Project, issue: Issue, role: Role, change: str | None = None) -> str:
+    """What the worker session is told: the issue, where the code is, its change when known (``change``:
+    the line ``change_line`` makes), and what to report when done. The issue's own text is framed as
+    data, with the instructions outside the frame."""
     spec = role_spec(role)
     lines = [
         f"{spec.title} task for project {project.name}: issue #{issue.id} — {one_line(issue.title)}",
@@ -224,6 +258,8 @@ def task_message(project: Project, issue: Issue, role: Role) -> str:
     ]
     if project.repo:
         lines.append(f"Repository: {project.repo} (base branch {project.base_branch})")
+    if change is not None:
+        lines.append(change)
     lines += ["", frame(issue.description or "(no description)", "The issue's own words"), ""]
     lines.append(spec.task.format(id=issue.id, base_branch=project.base_branch))
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from devclaw.workflow import WORKFLOW_LABELS, IssueState, Label, current_label
 
@@ -32,6 +32,43 @@ class Issue:
         }
 
 
+ChangeState = Literal["open", "merged", "closed"]
+CHANGE_STATES: tuple[ChangeState, ...] = ("open", "merged", "closed")
+
+
+@dataclass(frozen=True)
+class ChangeRequest:
+    """A merge request (GitLab, the embedded tracker) or pull request (GitHub) that closes or names an issue."""
+
+    number: int
+    url: str
+    state: ChangeState
+    draft: bool = False
+    author: str = ""
+    #: How many people approved it (GitLab approvals, GitHub reviews whose latest word is APPROVED).
+    approvals: int = 0
+    #: Whether the host says it merges cleanly; None while it has not computed that (or cannot say).
+    mergeable: bool | None = None
+    source_branch: str = ""
+    target_branch: str = ""
+    #: Where its changes can be read (GitLab ``…/diffs``, GitHub ``…/files``).
+    diff_url: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "url": self.url,
+            "state": self.state,
+            "draft": self.draft,
+            "author": self.author,
+            "approvals": self.approvals,
+            "mergeable": self.mergeable,
+            "sourceBranch": self.source_branch,
+            "targetBranch": self.target_branch,
+            "diffUrl": self.diff_url,
+        }
+
+
 def relabel(labels: tuple[str, ...], target: Label) -> tuple[str, ...]:
     """``labels`` with every workflow label replaced by ``target``; other labels kept, in order."""
     return (*(name for name in labels if name not in WORKFLOW_LABELS), target.value)
@@ -49,6 +86,8 @@ class Tracker(Protocol):
     #: Whether a write can take effect while its reply is lost (a network tracker). ``engine.apply``
     #: records an intent before such a write; a local transaction either commits or raises.
     replies_can_be_lost: bool
+    #: What the host calls a change: "merge request" (GitLab, the embedded tracker) or "pull request".
+    change_noun: str
 
     def get_issue(self, issue_id: int) -> Issue:
         """One issue, open or closed."""
@@ -75,4 +114,14 @@ class Tracker(Protocol):
 
     def ensure_labels(self) -> list[str]:
         """Create the workflow labels that are missing, with their colours; return the created names."""
+        ...
+
+    def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
+        """The merge/pull requests that close or reference the issue, oldest first (each once)."""
+        ...
+
+    def new_change_url(self, target_branch: str) -> str:
+        """Where a person opens a new merge/pull request into ``target_branch``; "" when the tracker has
+        no such page (the embedded tracker: changes are linked with ``devclaw issue link-mr``). Makes no
+        request."""
         ...

@@ -3,8 +3,9 @@
 Cost of each method, in requests: ``get_issue`` 1 GET; ``move_issue`` 1 PATCH carrying the whole label
 set and the state (GitHub has no add/remove in one request: the set is the issue's labels as just read,
 workflow labels swapped, everything else kept); ``list_issues`` 1 GET per 100 issues and pull requests;
-``create_issue`` and ``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label.
-The client is lazy: resolving the repository costs nothing.
+``create_issue`` and ``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label;
+``changes_for`` 1 GET (the issue's timeline, per 100 events) + 1 GET per pull request found + 1 GET per
+open one (its reviews); ``new_change_url`` none. The client is lazy: resolving the repository costs nothing.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import contextlib
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 import github
 import requests
 from github.GithubObject import GithubObject
 from github.Issue import Issue as GithubIssue
+from github.PullRequest import PullRequest
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import Issue, relabel
+from devclaw.trackers.base import ChangeRequest, ChangeState, Issue, relabel
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
@@ -41,6 +44,7 @@ class GitHubTracker(RemoteTracker):
     """The issues of one GitHub repository (``owner/name``)."""
 
     PROVIDER = "GitHub"
+    change_noun = "pull request"
     DEFAULT_URL = "https://api.github.com"
     DEFAULT_TOKEN_ENV = TOKEN_ENVS["github"]
     SCOPES = 'the repo scope (classic token) or "Issues: read and write" on the repository (fine-grained)'
@@ -114,6 +118,68 @@ class GitHubTracker(RemoteTracker):
             if label.value not in existing and self._create_label(label):
                 created.append(label.value)
         return created
+
+    def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
+        """``GET /repos/{owner}/{repo}/issues/{number}/timeline``: its "cross-referenced" events whose source
+        is a pull request of this repository; then ``GET /repos/{owner}/{repo}/pulls/{number}`` for each,
+        and ``GET …/pulls/{number}/reviews`` for each open one
+        (https://docs.github.com/en/rest/issues/timeline): 1 + (PRs) + (open PRs) requests."""
+        lazy_issue = self._repo.get_issue(issue_id)
+        numbers: list[int] = []
+        with self._request(f"reading the timeline of issue #{issue_id}", issue_id=issue_id):
+            for event in lazy_issue.get_timeline():
+                number = self._referencing_pull(event.raw_data)
+                if number is not None and number not in numbers:
+                    numbers.append(number)
+        return tuple(self._change(number) for number in sorted(numbers))
+
+    def new_change_url(self, target_branch: str) -> str:
+        """GitHub's compare page with ``target_branch`` as the base; the head branch (``YOUR-BRANCH`` in the
+        URL) is the person's to fill in: GitHub's URL has no form without one. No request."""
+        return f"{self._web_url()}/{self.path}/compare/{quote(target_branch)}...YOUR-BRANCH?expand=1"
+
+    def _web_url(self) -> str:
+        # https://api.github.com -> https://github.com; GitHub Enterprise serves its API under /api/v3.
+        parts = urlsplit(self.base_url)
+        if parts.hostname == "api.github.com":
+            return "https://github.com"
+        return f"{parts.scheme}://{parts.netloc}{parts.path.removesuffix('/api/v3')}".rstrip("/")
+
+    def _referencing_pull(self, event: dict[str, Any]) -> int | None:
+        """The number of the pull request of this repository a timeline event says references the issue."""
+        if event.get("event") != "cross-referenced":
+            return None
+        source = (event.get("source") or {}).get("issue") or {}
+        repository = str(source.get("repository_url") or "")
+        if not source.get("pull_request") or not repository.lower().endswith(f"/repos/{self.path.lower()}"):
+            return None
+        return int(source["number"])
+
+    def _change(self, number: int) -> ChangeRequest:
+        with self._request(f"reading pull request #{number}"):
+            pull = self._repo.get_pull(number).complete()
+        state: ChangeState = "merged" if pull.merged else "open" if pull.state == "open" else "closed"
+        return ChangeRequest(
+            number=pull.number,
+            url=pull.html_url,
+            state=state,
+            draft=bool(pull.draft),
+            author=pull.user.login if pull.user else "",
+            approvals=self._approvals(pull) if state == "open" else 0,
+            mergeable=pull.mergeable if state == "open" else None,
+            source_branch=pull.head.ref,
+            target_branch=pull.base.ref,
+            diff_url=f"{pull.html_url}/files",
+        )
+
+    def _approvals(self, pull: PullRequest) -> int:
+        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is APPROVED."""
+        latest: dict[str, str] = {}
+        with self._request(f"reading the reviews of pull request #{pull.number}"):
+            for review in pull.get_reviews():
+                if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+                    latest[review.user.login] = review.state
+        return sum(1 for verdict in latest.values() if verdict == "APPROVED")
 
     def _create_label(self, label: Label) -> bool:
         """Create ``label``; False when someone else created it since we listed (422 already_exists)."""

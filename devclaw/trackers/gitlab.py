@@ -3,8 +3,9 @@
 Cost of each method, in requests: ``get_issue`` 1 GET; ``move_issue`` 1 PUT (``add_labels`` +
 ``remove_labels`` + ``state_event``: no read-modify-write of the label list, so labels set by people or
 other tools in the meantime survive); ``list_issues`` 1 GET per 100 issues; ``create_issue`` and
-``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label. The project object is lazy:
-resolving it costs nothing.
+``add_comment`` 1 POST; ``ensure_labels`` 1 GET + 1 POST per missing label; ``changes_for`` 2 GETs
+(closed_by, related_merge_requests: 1 per 100 merge requests each) + 1 GET per open merge request (its
+approvals); ``new_change_url`` none. The project object is lazy: resolving it costs nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import gitlab
 import requests
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import Issue
+from devclaw.trackers.base import ChangeRequest, ChangeState, Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
@@ -36,12 +37,15 @@ if TYPE_CHECKING:
 # TransientRetry, mounted under its session, already retries with our bounds: one layer, not two.
 _NO_LIBRARY_RETRIES: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 _STATE_EVENT: dict[IssueState, str] = {"open": "reopen", "closed": "close"}
+# GitLab's merge request states; "locked" is an open one while GitLab merges it.
+_MR_STATE: dict[str, ChangeState] = {"opened": "open", "locked": "open", "merged": "merged", "closed": "closed"}
 
 
 class GitLabTracker(RemoteTracker):
     """The issues of one GitLab project (``group/subgroup/project``)."""
 
     PROVIDER = "GitLab"
+    change_noun = "merge request"
     DEFAULT_URL = "https://gitlab.com"
     DEFAULT_TOKEN_ENV = TOKEN_ENVS["gitlab"]
     SCOPES = "the api scope and at least the Reporter role on the project"
@@ -117,6 +121,49 @@ class GitLabTracker(RemoteTracker):
                 created.append(label.value)
         return created
 
+    def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
+        """``GET /projects/:id/issues/:iid/closed_by`` and ``GET …/related_merge_requests``
+        (https://docs.gitlab.com/api/issues/#list-merge-requests-that-close-a-particular-issue-on-merge),
+        then ``GET /projects/:id/merge_requests/:iid/approvals`` for each open one: 2 + (open MRs) requests."""
+        issue = self._project.issues.get(issue_id, lazy=True)
+        found: dict[tuple[int, int], Mapping[str, Any]] = {}
+        with self._request(f"listing the merge requests of issue #{issue_id}", issue_id=issue_id):
+            for listing in (issue.closed_by, issue.related_merge_requests):
+                for data in listing(get_all=True, **_NO_LIBRARY_RETRIES):
+                    found.setdefault((int(data.get("project_id") or 0), int(data["iid"])), data)
+        ordered = sorted(found.values(), key=lambda data: (str(data.get("created_at") or ""), int(data["iid"])))
+        return tuple(self._change(data) for data in ordered)
+
+    def new_change_url(self, target_branch: str) -> str:
+        """GitLab's "New merge request" page with the target branch chosen; no request."""
+        query = urlencode({"merge_request[target_branch]": target_branch})
+        return f"{self.base_url}/{self.path}/-/merge_requests/new?{query}"
+
+    def _change(self, data: Mapping[str, Any]) -> ChangeRequest:
+        state = _MR_STATE.get(str(data.get("state")), "closed")
+        web_url = str(data.get("web_url") or f"{self.base_url}/{self.path}/-/merge_requests/{data['iid']}")
+        return ChangeRequest(
+            number=int(data["iid"]),
+            url=web_url,
+            state=state,
+            draft=bool(data.get("draft") or data.get("work_in_progress")),
+            author=str((data.get("author") or {}).get("username") or ""),
+            approvals=self._approvals(data) if state == "open" else 0,
+            mergeable=_mergeable(data) if state == "open" else None,
+            source_branch=str(data.get("source_branch") or ""),
+            target_branch=str(data.get("target_branch") or ""),
+            diff_url=f"{web_url}/diffs",
+        )
+
+    def _approvals(self, data: Mapping[str, Any]) -> int:
+        """``GET /projects/:id/merge_requests/:iid/approvals``: who approved it (not how many must)."""
+        project = data.get("project_id") or self._project.encoded_id
+        path = f"/projects/{project}/merge_requests/{int(data['iid'])}/approvals"
+        with self._request(f"reading the approvals of merge request !{data['iid']}"):
+            reply = self._gl.http_get(path, **_NO_LIBRARY_RETRIES)
+        approved_by = reply.get("approved_by") if isinstance(reply, dict) else None
+        return len(approved_by or [])
+
     def _create_label(self, label: Label) -> bool:
         """Create ``label``; False when someone else created it since we listed (409)."""
         data = {"name": label.value, "color": COLOURS[label]}
@@ -166,3 +213,15 @@ class GitLabTracker(RemoteTracker):
                 return self.endpoint.project_not_found()
             return self.endpoint.issue_not_found(issue_id)
         return self.endpoint.http_error(operation, exc.response_code, self._failed_reply, detail)
+
+
+def _mergeable(data: Mapping[str, Any]) -> bool | None:
+    """GitLab's word on a clean merge: ``has_conflicts``, then (detailed_)merge_status; None while unchecked."""
+    if data.get("has_conflicts"):
+        return False
+    detailed = data.get("detailed_merge_status")
+    if detailed == "mergeable":
+        return True
+    if detailed in ("conflict", "broken_status", "need_rebase"):
+        return False
+    return {"can_be_merged": True, "cannot_be_merged": False}.get(str(data.get("merge_status")))

@@ -1,5 +1,9 @@
 """The embedded tracker: issues in SQLite (``memory/tracker.sqlite3``), no server.
 
+It has no merge requests of its own: a person links one (hosted anywhere) to an issue with ``devclaw
+issue link-mr``, which writes a row of ``changes``; linking the same URL again updates that row (to record
+that it was merged, say).
+
 One database holds every local project; rows are keyed by the project's ``path``. WAL mode and
 ``BEGIN IMMEDIATE`` make it safe under concurrent processes. A label move is a compare-and-set: it
 fails if the issue's workflow label is no longer the one the caller read.
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from devclaw.audit import utc_now
 from devclaw.errors import NotFoundError, TrackerError, WorkflowError
-from devclaw.trackers.base import Issue, relabel
+from devclaw.trackers.base import ChangeRequest, ChangeState, Issue, relabel
 from devclaw.workflow import COLOURS, IssueState, Label
 
 _SCHEMA = """
@@ -42,13 +46,31 @@ CREATE TABLE IF NOT EXISTS labels (
     color TEXT NOT NULL,
     PRIMARY KEY (project, name)
 );
+CREATE TABLE IF NOT EXISTS changes (
+    project TEXT NOT NULL,
+    issue INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'merged', 'closed')),
+    draft INTEGER NOT NULL DEFAULT 0,
+    author TEXT NOT NULL DEFAULT '',
+    source_branch TEXT NOT NULL DEFAULT '',
+    target_branch TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project, issue, url)
+);
 """
 
 _COLUMNS = "number, title, description, state, labels"
 
 
+_CHANGE_COLUMNS = "number, url, state, draft, author, source_branch, target_branch"
+
+
 class LocalTracker:
     replies_can_be_lost = False
+    change_noun = "merge request"
 
     def __init__(self, db_path: Path, path: str) -> None:
         self.db_path = db_path
@@ -157,3 +179,61 @@ class LocalTracker:
                 [(self.path, label.value, COLOURS[label]) for label in missing],
             )
         return [label.value for label in missing]
+
+    def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
+        """The changes linked to the issue, in the order they were first linked."""
+        with self._connect() as conn:
+            self._fetch(conn, issue_id)
+            rows = conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM changes WHERE project = ? AND issue = ? ORDER BY number",  # noqa: S608
+                (self.path, issue_id),
+            ).fetchall()
+        return tuple(_change(row) for row in rows)
+
+    def new_change_url(self, target_branch: str) -> str:
+        return ""  # no host of its own: the change is opened wherever the code lives, then linked
+
+    def link_change(self, issue_id: int, change: ChangeRequest) -> ChangeRequest:
+        """Link ``change`` (its url, state, branches, draft, author) to the issue; the same URL again
+        updates the link. Its number is given here (the next one of the project) and kept on an update."""
+        with self._connect(write=True) as conn:
+            self._fetch(conn, issue_id)
+            known = conn.execute(
+                "SELECT number FROM changes WHERE project = ? AND issue = ? AND url = ?",
+                (self.path, issue_id, change.url),
+            ).fetchone()
+            (number,) = (
+                known
+                or conn.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM changes WHERE project = ?", (self.path,)
+                ).fetchone()
+            )
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO changes (project, issue, number, url, state, draft, author, source_branch,"
+                " target_branch, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (project, issue, url) DO UPDATE SET state = excluded.state,"
+                " draft = excluded.draft, author = excluded.author, source_branch = excluded.source_branch,"
+                " target_branch = excluded.target_branch, updated_at = excluded.updated_at",
+                (self.path, issue_id, number, change.url, change.state, int(change.draft), change.author,
+                 change.source_branch, change.target_branch, now, now),
+            )  # fmt: skip
+            row = conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM changes WHERE project = ? AND issue = ? AND url = ?",  # noqa: S608
+                (self.path, issue_id, change.url),
+            ).fetchone()
+        return _change(row)
+
+
+def _change(row: tuple[int, str, ChangeState, int, str, str, str]) -> ChangeRequest:
+    number, url, state, draft, author, source_branch, target_branch = row
+    return ChangeRequest(
+        number=number,
+        url=url,
+        state=state,
+        draft=bool(draft),
+        author=author,
+        source_branch=source_branch,
+        target_branch=target_branch,
+        diff_url=url,
+    )

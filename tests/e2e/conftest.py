@@ -88,10 +88,5 @@ def gateway(
             "entries": {"devclaw": {"enabled": True, "config": {"python": sys.executable, "callTimeoutSeconds": 60}}},
         },
     }
-    gw = Gateway(openclaw_install, e2e_root / "gateway", config)
-    try:
-        gw.start()
+    with Gateway(openclaw_install, e2e_root / "gateway", config).running() as gw:
         yield gw
-    finally:
-        gw.stop()
-        gw.kill_leftovers()

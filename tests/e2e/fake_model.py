@@ -6,7 +6,8 @@ plain sentence. Requests without tools (titles, summaries) get a plain sentence 
 is kept in ``requests`` for the test to inspect. Streaming (SSE) and plain JSON answers are both served.
 
 A ``responder`` (given the request body, returns the reply text or None) answers first when set: the work
-loop's tests script worker replies with it. ``usage`` is what every answer reports.
+loop's tests script worker replies with it. ``usage`` is what every answer reports. A ``Barrier`` lets a
+responder prove that N worker runs are in flight at once: it holds N requests until all N have arrived.
 """
 
 from __future__ import annotations
@@ -20,6 +21,44 @@ from typing import Any
 
 FINAL_ANSWER = "I checked the queue and picked up the task for the developer."
 DEFAULT_USAGE: dict[str, Any] = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+class Barrier:
+    """Holds the first ``parties`` requests that call ``wait`` until all of them have arrived, then lets them
+    go together; ``released`` is set at that moment, so N runs in flight at once is shown by it, not by timing.
+    Each held request then waits for ``hold`` too (given by ``hold=True``, let go by ``hold.set()``), so a test can
+    look at the steady state before any of them completes. Requests after the parties pass at once; one that
+    arrives while the parties are held is in ``late_while_held``: a run started beyond the caps."""
+
+    def __init__(self, parties: int, *, hold: bool = False, timeout: float = 300.0) -> None:
+        self.parties = parties
+        self.timeout = timeout
+        self.arrivals: list[str] = []  # what each party said it is, in arrival order
+        self.late: list[str] = []  # arrivals after the parties
+        self.late_while_held: list[str] = []
+        self.released = threading.Event()
+        self.hold = threading.Event()
+        if not hold:
+            self.hold.set()
+        self._ready = threading.Condition()
+
+    def wait(self, who: str) -> bool:
+        """Block until ``parties`` requests arrived (then for ``hold``); False at once for a late one."""
+        with self._ready:
+            if len(self.arrivals) >= self.parties:
+                self.late.append(who)
+                if not self.hold.is_set():
+                    self.late_while_held.append(who)
+                return False
+            self.arrivals.append(who)
+            if len(self.arrivals) == self.parties:
+                self.released.set()
+                self._ready.notify_all()
+            elif not self._ready.wait_for(self.released.is_set, timeout=self.timeout):
+                raise TimeoutError(f"only {len(self.arrivals)} of {self.parties} requests arrived: {self.arrivals}")
+        if not self.hold.wait(timeout=self.timeout):
+            raise TimeoutError("the barrier's hold was never let go")
+        return True
 
 
 class FakeModel:

@@ -165,6 +165,16 @@ class Gateway:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Gateway]:
+        """Started for the ``with`` block; stopped after it, with whatever it left behind killed."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            self.kill_leftovers()
+
     def leftovers(self, wait: float = 5.0) -> list[int]:
         """Processes the gateway started that are still alive ``wait`` seconds after it stopped."""
         deadline = time.monotonic() + wait

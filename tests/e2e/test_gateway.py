@@ -18,7 +18,7 @@ import pytest
 from devclaw.tools import tool_specs
 
 from .conftest import AGENT_GROUP, devclaw
-from .fake_model import FINAL_ANSWER, FakeModel
+from .fake_model import DEFAULT_USAGE, FINAL_ANSWER, FakeModel
 from .gateway import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -154,6 +154,35 @@ def test_an_agent_turn_calls_queue_status_then_task_pickup(
     assert worker(agent_workspace, AGENT_GROUP, "dev")["active"] is True
     # The agent run registers the plugin again; its calls still go to the one devclaw serve.
     assert gateway.devclaw_serve_pids() == serve_before and len(serve_before) == 1
+
+
+WORKER_SESSION = "agent:main:subagent:manual-worker-1"
+
+
+def test_a_task_completed_by_hand_counts_its_sessions_tokens(
+    gateway: Gateway, agent_workspace: Path, fake_model: FakeModel
+) -> None:
+    # The orchestrator's turn above picked up issue 1; its worker runs in a session of its own (as
+    # sessions_spawn would start it), is confirmed, then completed by hand with no usage given.
+    assert worker(agent_workspace, AGENT_GROUP, "dev")["active"] is True
+    before = len(fake_model.requests)
+    done = gateway.cli("agent", "--session-key", WORKER_SESSION, "--message", "Work on issue 1.", "--json")
+    assert done.returncode == 0, done.stderr + done.stdout + gateway.log_tail()
+    runs = len(fake_model.requests) - before
+    assert runs >= 1
+    gateway.result("task_pickup_confirm", {"projectGroupId": AGENT_GROUP, "role": "dev", "sessionId": WORKER_SESSION})
+    gateway.result("task_complete", {"role": "dev", "result": "done", "projectGroupId": AGENT_GROUP})
+
+    [line] = [
+        r for r in audit_records(agent_workspace) if r["event"] == "task_complete" and r["groupId"] == AGENT_GROUP
+    ]
+    per_request = {"input": DEFAULT_USAGE["prompt_tokens"], "output": DEFAULT_USAGE["completion_tokens"]}
+    usage = line["usage"]
+    assert {key: usage[key] for key in per_request} == {key: value * runs for key, value in per_request.items()}
+    assert (usage["cacheRead"], usage["cacheWrite"]) == (0, 0)
+    assert line["model"] == "fake/fake-model"
+    total = devclaw(agent_workspace, "cost", "--project", "agentdemo", "--json")["totals"]
+    assert [(t["tasks"], t["unmeasured"], t["input"]) for t in total] == [(1, 0, usage["input"])]
 
 
 def test_stopping_the_gateway_stops_devclaw_serve(gateway: Gateway) -> None:

@@ -198,13 +198,8 @@ def loop_gateway(
                                   "groups": {MAIN: {"requireMention": True}, EDGE: {"requireMention": True}}}},
         "bindings": [{"agentId": "main", "match": {"channel": "telegram", "accountId": "default"}}],
     }  # fmt: skip
-    gw = Gateway(openclaw_install, e2e_root / "gateway-loop", config)
-    try:
-        gw.start()
+    with Gateway(openclaw_install, e2e_root / "gateway-loop", config).running() as gw:
         yield gw
-    finally:
-        gw.stop()
-        gw.kill_leftovers()
 
 
 def tracker(ws: Path, name: str) -> LocalTracker:
@@ -290,8 +285,7 @@ def test_a_worker_run_aborted_mid_run_is_sent_again_once(
     ]
     wait_for(lambda: f"edge#{issue}" in workers.hung, what="the worker run to be busy")
     key = session_key(EDGE, "dev")
-    # The gateway refuses to delete a session whose run is active ("still active; try again"): abort the run,
-    # as a person stopping a stuck worker would. (A session that is gone is the Python tick tests' zombie case.)
+    # Abort the run, as a person stopping a stuck worker would (a session deleted outright is the next test).
     done = loop_gateway.cli("gateway", "call", "sessions.abort", "--json", "--timeout", "120000", "--params",
                             json.dumps({"key": key, "agentId": "main"}))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -303,6 +297,43 @@ def test_a_worker_run_aborted_mid_run_is_sent_again_once(
     assert len(requests_mentioning(worker_model, first_line, "was interrupted")) == 1
     pickups = [r for r in audit(loop_ws, "task_pickup") if r["groupId"] == EDGE and r["issue"] == issue]
     assert [r["role"] for r in pickups] == ["dev", "qa"]
+
+
+def confirmed_worker(ws: Path, group: str, role: str, issue: int) -> dict[str, Any] | None:
+    state = json.loads((ws / "memory" / "projects.json").read_text())
+    for slot in state["projects"][group]["workers"].get(role) or []:
+        if slot.get("active") and slot.get("issueId") == issue and slot.get("sessionId"):
+            return dict(slot)
+    return None
+
+
+def test_a_worker_whose_session_is_deleted_mid_run_goes_back_to_its_queue_and_runs_again(
+    loop_gateway: Gateway, loop_ws: Path, worker_model: FakeModel, workers: Workers
+) -> None:
+    issue = devclaw(loop_ws, "issue", "create", EDGE, "--title", "[hang] Rebuild the search index",
+                    "--label", "To Do")["id"]  # fmt: skip
+    wait_for(lambda: f"edge#{issue}" in workers.hung, what="the worker run to be busy")
+    key = session_key(EDGE, "dev")
+    wait_for(lambda: confirmed_worker(loop_ws, EDGE, "dev", issue), what="the worker's session to be confirmed")
+    done = loop_gateway.cli("sessions", "delete", key, "--yes", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # The run ends without its session; the next tick's reconcile finds the worker's session gone, returns
+    # the issue to To Do, and the same tick spawns it again in a new session (same key, a new transcript).
+    board = tracker(loop_ws, "edge")
+    wait_for(lambda: board.get_issue(issue).labels == ("Done",), what="deleted-session issue Done")
+    [fix] = [r for r in audit(loop_ws, "health_fix") if r["issue"] == issue]
+    assert (fix["type"], fix["role"], fix["sessionId"]) == ("zombie_session", "dev", key)
+    assert fix["labelTransition"] == "Doing → To Do"
+    pickups = [r for r in audit(loop_ws, "task_pickup") if r["groupId"] == EDGE and r["issue"] == issue]
+    assert [(r["role"], r["labelTransition"]) for r in pickups] == [
+        ("dev", "To Do → Doing"), ("dev", "To Do → Doing"), ("qa", "To Test → Testing")
+    ]  # fmt: skip
+    assert [r for r in audit(loop_ws, "task_release") if r["issue"] == issue] == []
+    first_line = f"DEV task for project edge: issue #{issue}"
+    assert requests_mentioning(worker_model, first_line, "was interrupted") == []  # spawned anew, not resent
+    completes = [r for r in audit(loop_ws, "task_complete") if r["groupId"] == EDGE and r["issue"] == issue]
+    assert [(r["role"], r["result"]) for r in completes] == [("dev", "done"), ("qa", "pass")]
 
 
 def kill9(gateway: Gateway) -> None:
