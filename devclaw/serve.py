@@ -22,17 +22,27 @@ Protocol (UTF-8, one object per line, in both directions):
 7. End of input: finish the calls in flight, answer them, exit 0.
 8. Besides the tools, ``tool`` may name a request of the plugin itself (``tick``, ``loop_release``, and the
    read-only ``task_session``; see devclaw/loop.py). They are not published to the agent.
+9. With ``--processes N`` (N > 1) the calls run in N worker processes, each a ``devclaw serve`` speaking
+   this protocol; the first process only routes. A request whose params name a ``projectGroupId`` goes to
+   the same worker every time (its tracker client and parsed state stay warm there), others go round-robin.
+   Rule 4's limit is per worker. A worker that dies answers none of its calls in flight: the router answers
+   each with an ``internal`` error, and starts a new worker for the next call routed there. At end of input
+   the workers get end of input too, and the router exits once they have finished their calls (rule 7).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
+import zlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -57,7 +67,10 @@ class ProtocolWriter:
         self._lock = threading.Lock()
 
     def send(self, response: dict[str, Any]) -> None:
-        line = json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        self.send_line(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+
+    def send_line(self, line: bytes) -> None:
+        """A response already encoded (a worker's), ending in a newline."""
         with self._lock:
             self._stream.write(line)
             self._stream.flush()
@@ -212,6 +225,131 @@ class Server:
         return result
 
 
+class WorkerProcess:
+    """One worker of the router: a ``devclaw serve`` child and the ids of its calls not yet answered."""
+
+    def __init__(self, index: int, command: list[str], writer: ProtocolWriter) -> None:
+        self.index = index
+        self._command = command
+        self._writer = writer
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._pending: Counter[RequestId] = Counter()
+
+    def send(self, request_id: RequestId, line: bytes) -> None:
+        """Forward one request line; the worker's answer (or an error if it dies first) goes to the writer."""
+        with self._lock:
+            process = self._process or self._start()
+            self._pending[request_id] += 1
+        try:  # not under the lock: a full pipe must not stop the reader from taking answers
+            assert process.stdin is not None
+            process.stdin.write(line if line.endswith(b"\n") else line + b"\n")
+            process.stdin.flush()
+        except OSError:
+            pass  # the worker died: the reader answers this call when its output ends
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._process = process
+        self._reader = threading.Thread(target=self._read, args=(process,), name="devclaw-worker", daemon=True)
+        self._reader.start()
+        log.info("worker %d started (pid %d)", self.index, process.pid)
+        return process
+
+    def start(self) -> None:
+        with self._lock:
+            if self._process is None:
+                self._start()
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self._answered(line)
+            self._writer.send_line(line)
+        self._ended(process, process.wait())
+
+    def _answered(self, line: bytes) -> None:
+        try:
+            request_id = json.loads(line).get("id")
+        except (ValueError, AttributeError):
+            return  # not a protocol line: the worker's stdout guard should make this impossible
+        with self._lock:
+            if self._pending[request_id] > 1:
+                self._pending[request_id] -= 1
+            else:
+                self._pending.pop(request_id, None)
+
+    def _ended(self, process: subprocess.Popen[bytes], code: int) -> None:
+        with self._lock:
+            unanswered = list(self._pending.elements())
+            self._pending.clear()
+            if self._process is process:
+                self._process = None
+        if unanswered:
+            log.error("worker %d (pid %d) exited (code %d) with %d calls in flight", self.index, process.pid, code,
+                      len(unanswered))  # fmt: skip
+        elif code != 0:
+            log.warning("worker %d (pid %d) exited (code %d)", self.index, process.pid, code)
+        message = (
+            f"devclaw serve's worker process (pid {process.pid}) exited (code {code}) while running this call; "
+            "it may or may not have been applied: call queue_status to see where the issue is, or retry the "
+            "same call (a retry converges). The next call starts a new worker."
+        )
+        for request_id in unanswered:
+            self._writer.send({"id": request_id, "ok": False, "error": {"type": "internal", "message": message}})
+
+    def close(self) -> None:
+        """End the worker's input and wait until it has answered its calls and exited."""
+        with self._lock:
+            process, reader = self._process, self._reader
+        if process is None or reader is None:
+            return
+        try:
+            assert process.stdin is not None
+            process.stdin.close()
+        except OSError:
+            pass  # already gone: its reader has seen the end
+        reader.join()
+
+
+class Router:
+    """``serve --processes N``: reads the requests and hands each to one of N worker processes."""
+
+    def __init__(self, writer: ProtocolWriter, workspace_option: str | None, processes: int) -> None:
+        options = [] if workspace_option is None else ["--workspace", workspace_option]
+        command = [sys.executable, "-m", "devclaw.cli", *options, "serve", "--processes", "1"]
+        self._writer = writer
+        self._workers = [WorkerProcess(n, command, writer) for n in range(processes)]
+        self._turn = itertools.count()
+
+    def serve(self, lines: Iterable[bytes]) -> None:
+        for worker in self._workers:
+            worker.start()
+        for line in lines:
+            if line.strip():
+                self._forward(line)
+        for worker in self._workers:
+            worker.close()
+
+    def _forward(self, line: bytes) -> None:
+        try:
+            request = parse_request(line)
+        except RequestError as exc:
+            self._writer.send({"id": exc.request_id, "ok": False, "error": error_payload(exc)})
+            return
+        index = worker_index(request, len(self._workers))
+        self._workers[next(self._turn) % len(self._workers) if index is None else index].send(request.id, line)
+
+
+def worker_index(request: Request, processes: int) -> int | None:
+    """The worker of the request's project (the same for the life of the router), or None if it names none."""
+    group = request.params.get("projectGroupId") if isinstance(request.params, dict) else None
+    if not isinstance(group, str | int) or isinstance(group, bool):
+        return None
+    return zlib.crc32(str(group).encode()) % processes
+
+
 def protocol_stdout() -> BinaryIO:
     """Keep the real stdout for protocol lines and point fd 1 (and ``sys.stdout``) at stderr.
 
@@ -225,13 +363,18 @@ def protocol_stdout() -> BinaryIO:
     return protocol
 
 
-def run(workspace_option: str | None) -> int:
+def run(workspace_option: str | None, processes: int = 1) -> int:
     """Serve requests from stdin until it closes; the exit code is 0 unless startup failed."""
     protocol = protocol_stdout()
     if not logging.getLogger().handlers:
         level = os.environ.get("DEVCLAW_LOG_LEVEL", "INFO").upper()
         logging.basicConfig(stream=sys.stderr, level=level, format="devclaw serve: %(levelname)s %(message)s")
-    log.info("ready (pid %d, %d tools)", os.getpid(), len(TOOLS))
-    Server(ProtocolWriter(protocol), workspace_option).serve(sys.stdin.buffer)
+    writer = ProtocolWriter(protocol)
+    if processes > 1:
+        log.info("ready (pid %d, routing to %d worker processes)", os.getpid(), processes)
+        Router(writer, workspace_option, processes).serve(sys.stdin.buffer)
+    else:
+        log.info("ready (pid %d, %d tools)", os.getpid(), len(TOOLS))
+        Server(writer, workspace_option).serve(sys.stdin.buffer)
     log.info("input closed, exiting")
     return 0

@@ -318,7 +318,8 @@ class ProjectStore:
         self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=lock_timeout)
         self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
-        self._entries: dict[str, tuple[Project, bytes]] = {}
+        self._entries: dict[str, tuple[Project, bytes]] = {}  # each project as last written, encoded
+        self._parsed: dict[str, tuple[Project, bytes]] = {}  # each project as last read, with its bytes
         #: Calls waiting to be committed, and whether one of them is committing (the leader): see update.
         self._pending: list[_Commit] = []
         self._leading = False
@@ -346,12 +347,36 @@ class ProjectStore:
             return ProjectsFile()
         except OSError as exc:
             raise ConfigError(f"Cannot read {self.path}: {exc.strerror}") from exc
-        try:
-            state = ProjectsFile.model_validate_json(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"{self.path} is not a valid devclaw projects file: {_describe(exc)}") from exc
+        state = self._parse_changed(raw)
+        if state is None:
+            try:
+                state = ProjectsFile.model_validate_json(raw)
+            except ValidationError as exc:
+                raise ConfigError(f"{self.path} is not a valid devclaw projects file: {_describe(exc)}") from exc
         self._cache = (key, state)
         return state
+
+    def _parse_changed(self, raw: bytes) -> ProjectsFile | None:
+        """The file as written by ``write``, validating only the projects whose entry changed since this
+        store last wrote or read it (another process's commit changes a few); None for any other file,
+        which is then parsed whole."""
+        split = _split_entries(raw)
+        if split is None:
+            return None
+        head, entries = split
+        projects: dict[str, Project] = {}
+        parsed: dict[str, tuple[Project, bytes]] = {}
+        try:
+            for group_id, entry, value in entries:
+                known = [k for k in (self._parsed.get(group_id), self._entries.get(group_id)) if k and k[1] == entry]
+                project = known[0][0] if known else Project.model_validate_json(value)
+                projects[group_id] = project
+                parsed[group_id] = (project, entry)
+            top = ProjectsFile.model_validate_json(head)
+        except ValidationError:
+            return None  # parsed whole, for the error that names the field
+        self._parsed = parsed
+        return top.model_copy(update={"projects": projects})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[ProjectsFile]:
@@ -472,10 +497,39 @@ class ProjectStore:
 
     def _entry(self, group_id: str, project: Project) -> tuple[Project, bytes]:
         known = self._entries.get(group_id)
-        if known is not None and known[0] is project:
+        # Equal, not only the same object: after a read of a file another process wrote, every project is
+        # a new object, and comparing one costs a quarter of encoding it.
+        if known is not None and (known[0] is project or known[0] == project):
             return known
         text = textwrap.indent(project.model_dump_json(by_alias=True, indent=2), "    ")[4:]
         return project, f"    {json.dumps(group_id)}: {text}".encode()
+
+
+_HEAD = b'{\n  "version": 2,\n'  # what write puts first, in this schema version
+_PROJECTS_START = b',\n  "projects": {\n'
+_PROJECTS_END = b"\n  }\n}\n"
+_NEXT_ENTRY = b',\n    "'  # a project's key: JSON strings hold no newline, deeper keys are indented more
+
+
+def _split_entries(raw: bytes) -> tuple[bytes, list[tuple[str, bytes, bytes]]] | None:
+    """The file's head (as a file with no projects) and its projects as (group id, entry, value bytes),
+    if ``raw`` is laid out as ``ProjectStore.write`` lays it out; otherwise None."""
+    at = raw.find(_PROJECTS_START)
+    if not raw.startswith(_HEAD) or at < 0 or not raw.endswith(_PROJECTS_END):
+        return None
+    head, body = raw[:at] + b"\n}", raw[at + len(_PROJECTS_START) : -len(_PROJECTS_END)]
+    entries = []
+    for n, piece in enumerate(body.split(_NEXT_ENTRY)):
+        entry = piece if n == 0 else b'    "' + piece
+        colon = entry.find(b'": ', 4)
+        try:
+            group_id = json.loads(entry[4 : colon + 1]) if entry.startswith(b'    "') and colon > 0 else None
+        except ValueError:
+            return None
+        if not isinstance(group_id, str):
+            return None
+        entries.append((group_id, entry, entry[colon + 3 :]))
+    return head, entries
 
 
 @dataclass(eq=False)

@@ -216,3 +216,30 @@ def test_no_temp_files_left_behind(ws: Workspace, tracker: LocalTracker) -> None
     call_tool(ws, "task_pickup", {"issueId": new_issue(tracker), "role": "dev", "projectGroupId": GROUP})
     leftovers = [p.name for p in Path(ws.memory).iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_a_file_another_store_wrote_is_read_validating_only_the_projects_it_changed(tmp_path: Path) -> None:
+    from devclaw.state import Project, TrackerConfig, Worker
+
+    path = tmp_path / "projects.json"
+    mine, theirs = ProjectStore(path), ProjectStore(path)  # two processes sharing the file
+    state = ProjectsFile(
+        projects={f"-100{n}": Project(name=f"p-{n}", tracker=TrackerConfig(provider="local")) for n in range(5)}
+    )
+    mine.update(lambda _: state)
+    before = mine.read()
+
+    def activate(current: ProjectsFile) -> ProjectsFile:
+        project = current.project("-1002")
+        worker = Worker(active=True, issue_id=7, session_id='s\n"ü')
+        changed = project.model_copy(update={"workers": {**project.workers, "dev": [worker]}})
+        return current.model_copy(update={"projects": {**current.projects, "-1002": changed}})
+
+    theirs.update(activate)
+    after = mine.read()
+    assert after == ProjectsFile.model_validate_json(path.read_bytes())
+    assert [after.projects[g] is before.projects[g] for g in after.projects] == [True, True, False, True, True]
+    assert after.project("-1002").worker("dev").session_id == 's\n"ü'
+    # A file written by hand (another layout) is parsed whole, as before.
+    path.write_text(json.dumps(json.loads(path.read_bytes()), indent=4))
+    assert ProjectStore(path).read() == after

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
+from devclaw.errors import ConfigError
 from devclaw.workspace import Workspace
+
+PROCESSES_ENV = "DEVCLAW_SERVE_PROCESSES"
+MAX_PROCESSES = 64
 
 
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve tool calls as JSON lines on stdin/stdout (for the plugin)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help=f"run the calls in N worker processes, each project always in the same one "
+        f"(default: ${PROCESSES_ENV}, else 1: everything in this process)",
+    )
     serve.set_defaults(handler=run_serve)
+
+
+def processes(option: int | None) -> int:
+    """The number of processes: the option, else the environment's, else 1."""
+    text = os.environ.get(PROCESSES_ENV, "").strip()
+    source = "--processes" if option is not None else PROCESSES_ENV
+    if option is None and not text:
+        return 1
+    try:
+        count = option if option is not None else int(text)
+    except ValueError:
+        raise ConfigError(f"{PROCESSES_ENV} must be a whole number from 1 to {MAX_PROCESSES}, not {text!r}") from None
+    if not 1 <= count <= MAX_PROCESSES:
+        raise ConfigError(f"{source} must be from 1 to {MAX_PROCESSES}, not {count}")
+    return count
 
 
 def run_serve(ws: Workspace, args: argparse.Namespace) -> int:
     from devclaw.serve import run
 
-    return run(args.workspace)
+    return run(args.workspace, processes(args.processes))
