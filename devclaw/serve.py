@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 
 from devclaw.engine import DEADLINE
 from devclaw.errors import DevclawError, InputError, InternalError, error_payload
+from devclaw.inputs import normalize_group_id
 from devclaw.loop import LOOP_REQUESTS, call_loop
 from devclaw.tools import TOOLS, call_tool
 from devclaw.workspace import Workspace
@@ -344,10 +345,13 @@ class Router:
 
 def worker_index(request: Request, processes: int) -> int | None:
     """The worker of the request's project (the same for the life of the router), or None if it names none."""
-    group = request.params.get("projectGroupId") if isinstance(request.params, dict) else None
-    if not isinstance(group, str | int) or isinstance(group, bool):
+    if not isinstance(request.params, dict) or "projectGroupId" not in request.params:
         return None
-    return zlib.crc32(str(group).encode()) % processes
+    try:  # the tools' own rule: " -100" and -100 are the same project, so the same worker
+        group = normalize_group_id(request.params["projectGroupId"])
+    except InputError:
+        return None  # any worker answers the error
+    return zlib.crc32(group.encode()) % processes
 
 
 def protocol_stdout() -> BinaryIO:

@@ -342,7 +342,11 @@ def test_a_project_goes_to_the_same_worker_every_time_and_calls_without_one_take
     groups = [f"-100{n}" for n in range(40)]
     assert [index({"projectGroupId": g}) for g in groups] == [index({"projectGroupId": g}) for g in groups]
     assert {index({"projectGroupId": g}) for g in groups} == {0, 1, 2, 3}
-    nameless: list[object] = [{}, [], {"projectGroupId": None}, {"projectGroupId": True}, "x"]
+    # As the tools read it: a number or padded text names the same project, so the same worker.
+    assert (
+        index({"projectGroupId": " -1007 "}) == index({"projectGroupId": -1007}) == index({"projectGroupId": "-1007"})
+    )
+    nameless: list[object] = [{}, [], {"projectGroupId": None}, {"projectGroupId": True}, {"projectGroupId": ""}, "x"]
     assert [index(params) for params in nameless] == [None] * len(nameless)
 
 
