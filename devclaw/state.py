@@ -318,8 +318,9 @@ class ProjectStore:
         self.lock_timeout = lock_timeout
         self._lock = filelock.FileLock(str(path.with_name(path.name + ".lock")), timeout=lock_timeout)
         self._cache: tuple[tuple[int, int, int], ProjectsFile] | None = None
-        self._entries: dict[str, tuple[Project, bytes]] = {}  # each project as last written, encoded
-        self._parsed: dict[str, tuple[Project, bytes]] = {}  # each project as last read, with its bytes
+        #: Each project as this store last wrote or read it, with its entry's bytes: a write re-encodes and a
+        #: read re-validates only the projects whose entry changed. Replaced whole, never edited in place.
+        self._entries: dict[str, tuple[Project, bytes]] = {}
         #: Calls waiting to be committed, and whether one of them is committing (the leader): see update.
         self._pending: list[_Commit] = []
         self._leading = False
@@ -364,19 +365,17 @@ class ProjectStore:
         if split is None:
             return None
         head, entries = split
-        projects: dict[str, Project] = {}
         parsed: dict[str, tuple[Project, bytes]] = {}
         try:
             for group_id, entry, value in entries:
-                known = [k for k in (self._parsed.get(group_id), self._entries.get(group_id)) if k and k[1] == entry]
-                project = known[0][0] if known else Project.model_validate_json(value)
-                projects[group_id] = project
+                known = self._entries.get(group_id)
+                project = known[0] if known and known[1] == entry else Project.model_validate_json(value)
                 parsed[group_id] = (project, entry)
             top = ProjectsFile.model_validate_json(head)
         except ValidationError:
             return None  # parsed whole, for the error that names the field
-        self._parsed = parsed
-        return top.model_copy(update={"projects": projects})
+        self._entries = parsed
+        return top.model_copy(update={"projects": {group_id: project for group_id, (project, _) in parsed.items()}})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[ProjectsFile]:
@@ -491,7 +490,7 @@ class ProjectStore:
         # most of the time).
         head = state.model_dump_json(by_alias=True, indent=2, exclude={"projects"})
         entries = {gid: self._entry(gid, project) for gid, project in state.projects.items()}
-        self._entries = entries  # written under the lock only, by one thread at a time
+        self._entries = entries
         body = b"{\n" + b",\n".join(entry for _, entry in entries.values()) + b"\n  }" if entries else b"{}"
         return head[:-2].encode() + b',\n  "projects": ' + body + b"\n}\n"
 
