@@ -37,7 +37,7 @@ from devclaw.engine import Move, Plan, Record, mutate
 from devclaw.errors import DevclawError, WorkflowError, error_payload
 from devclaw.state import Project, ProjectsFile, SlotChange
 from devclaw.tools import call_tool, parse_params
-from devclaw.tools.base import ToolInput, ToolResult
+from devclaw.tools.base import ToolInput, ToolResult, WorkerRef
 from devclaw.tools.common import GroupId, RoleParam, fit_message, one_line
 from devclaw.tools.pickup import active_worker
 from devclaw.tools.queue import MAX_PARALLEL_PROJECTS, candidates
@@ -336,13 +336,7 @@ class TaskSessionInput(ToolInput):
     )
 
 
-class TaskSessionResult(ToolResult):
-    project: str
-    group_id: str
-    role: Role
-    slot: int
-    issue_id: int | None
-    session_id: str | None
+class TaskSessionResult(WorkerRef):
     start_time: str | None
 
 

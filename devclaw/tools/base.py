@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pydantic.alias_generators import to_camel
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
+from devclaw.workflow import Role
 from devclaw.workspace import Workspace
 
 
@@ -33,6 +34,17 @@ class ToolResult(BaseModel):
             if not info.is_required() and info.default is None
         }
         return {key: value for key, value in data.items() if value is not None or key not in optional}
+
+
+class WorkerRef(ToolResult):
+    """A worker slot of a project and what it holds, as results name it."""
+
+    project: str
+    group_id: str
+    role: Role
+    slot: int
+    issue_id: int | None
+    session_id: str | None
 
 
 class MutationInput(ToolInput):

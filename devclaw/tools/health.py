@@ -31,7 +31,7 @@ from pydantic import Field
 from devclaw.engine import Move, Plan, Record, apply, project_lock, resolve_intents
 from devclaw.errors import DevclawError, NotFoundError
 from devclaw.state import HealthSettings, Project, ProjectsFile, SlotChange, Worker, parse_time
-from devclaw.tools.base import MutationInput, MutationResult, Tool, ToolResult
+from devclaw.tools.base import MutationInput, MutationResult, Tool, ToolResult, WorkerRef
 from devclaw.tools.common import duration_text
 from devclaw.trackers.base import Issue, Tracker
 from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, active_role, next_label, workflow_labels
@@ -76,15 +76,9 @@ class HealthIssue(ToolResult):
     label_revert_failed: bool | None = None
 
 
-class GraceWorker(ToolResult):
+class GraceWorker(WorkerRef):
     """A worker not judged by its session in this run: it was picked up within the grace period."""
 
-    project: str
-    group_id: str
-    role: Role
-    slot: int
-    issue_id: int | None
-    session_id: str | None
     minutes_left: float
 
 
