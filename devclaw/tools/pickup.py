@@ -85,7 +85,7 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
     slot = _free_slot(project, spec)
     issue = tracker.get_issue(params.issue_id)
     _check_startable(issue, spec)
-    code_change = _change_of(tracker, project, spec, issue)
+    change_text = _change_line(tracker, project, spec, issue)
     assert issue.label is not None  # _check_startable guarantees a start label
     target = next_label(issue.label, spec.pickup_event)
     choice = select_model(
@@ -107,9 +107,7 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
     change = SlotChange(role=spec.name, slot=slot, worker=worker)
     check_caps(_with_slot(state, params.project_group_id, change), [change])
     move = Move(issue, target)
-    result = _result(
-        project, params.project_group_id, issue, spec, choice, worker, slot, tracker.change_noun, code_change
-    )
+    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot, change_text)
     result.label_transition = move.transition
     if not reuse and before.session_id is not None:
         result.announcement = fit_message(
@@ -156,12 +154,12 @@ def _with_slot(state: ProjectsFile, group_id: str, change: SlotChange) -> Projec
     )
 
 
-def _change_of(tracker: Tracker, project: Project, spec: RoleSpec, issue: Issue) -> ChangeRequest | None:
-    """The change the role's task names (QA's: the one DEV done was accepted with); looked up only where
+def _change_line(tracker: Tracker, project: Project, spec: RoleSpec, issue: Issue) -> str | None:
+    """The task's line naming the change (QA's: the one DEV done was accepted with); looked up only where
     the project requires changes, so other pickups cost no request more."""
     if not spec.sees_change or not project.changes_required:
         return None
-    return chosen_change(tracker.changes_for(issue.id))
+    return change_line(tracker.change_noun, chosen_change(tracker.changes_for(issue.id)))
 
 
 def _repeat(
@@ -176,8 +174,8 @@ def _repeat(
     )
     if worker.model and choice.alias != worker.model:
         choice = select_model(issue.title, issue.description, spec.name, override=worker.model, models=state.models)
-    change = _change_of(tracker, project, spec, issue)
-    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot, tracker.change_noun, change)
+    change = _change_line(tracker, project, spec, issue)
+    result = _result(project, params.project_group_id, issue, spec, choice, worker, slot, change)
     result.label_transition = f"{issue.label or 'none'} (picked up already)"
     result.repeated = True
     return Plan(tool="task_pickup", group_id=params.project_group_id, result=result)
@@ -207,8 +205,7 @@ def _result(
     choice: ModelChoice,
     worker: Worker,
     slot: int,
-    change_noun: str,
-    change: ChangeRequest | None,
+    change: str | None,
 ) -> TaskPickupResult:
     action: Literal["spawn", "send"] = "send" if worker.session_id else "spawn"
     verb = "Spawning" if action == "spawn" else "Sending"
@@ -230,7 +227,7 @@ def _result(
         session_id=session_id,
         announcement=fit_message(announcement),
         label_transition="",
-        task_message=task_message(project, issue, spec.name, change_line(change_noun, change)),
+        task_message=task_message(project, issue, spec.name, change),
         instructions=_instructions(project, group_id, issue, spec, choice, session_id, slot),
         slot=slot if project.max_slots(spec.name) > 1 else None,
     )
