@@ -316,7 +316,11 @@ export class WorkLoop {
       const waited = await this.#api.runtime.subagent.waitForRun({ runId, timeoutMs: WAIT_CHUNK_MS }).catch((error) => ({ status: "error", error }));
       if (record.runId !== runId) return; // a follow-up run took over
       const aborted = waited.status === "error" && /abort/i.test(String(waited.error?.message ?? waited.error ?? ""));
-      const entry = aborted ? await this.#vanishedEntry(record.sessionKey) : waited.status === "error" ? await this.#settledEntry(record.sessionKey) : this.#entry(record.sessionKey);
+      // Aborted: wait for the entry to go (a deleted session is the reconcile's to fix, an abort alone ours
+      // to release); ended in error: wait for it to stop running or go.
+      const entry = aborted ? await this.#entryOnce(record.sessionKey, (e) => !e)
+        : waited.status === "error" ? await this.#entryOnce(record.sessionKey, (e) => !e || e.status !== "running")
+        : this.#entry(record.sessionKey);
       if (!entry) return this.#sessionGone(record);
       if (aborted) return this.#release(record, "queue", "the worker run was aborted");
       if (waited.status === "ok" || waited.status === "error") return this.#ended(record, waited.status);
@@ -326,22 +330,12 @@ export class WorkLoop {
     }
   }
 
-  /** A run that ended in error may be a session being deleted: give the entry a moment to go. */
-  async #settledEntry(key) {
+  /** The session entry once `settled(entry)` holds, or as it is after SESSION_GONE_WAIT_S: a session being
+   *  deleted shows first as a run that ended in error or was aborted, and its entry goes a moment later. */
+  async #entryOnce(key, settled) {
     for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
       const entry = this.#entry(key);
-      if (!entry || entry.status !== "running") return entry;
-      await sleep(1000);
-    }
-    return this.#entry(key);
-  }
-
-  /** An aborted run is what deleting its session looks like first; the entry goes a moment later. Wait for
-   *  that (bounded): a session that is gone is the reconcile's to fix, an abort alone is ours to release. */
-  async #vanishedEntry(key) {
-    for (let i = 0; i < SESSION_GONE_WAIT_S; i++) {
-      const entry = this.#entry(key);
-      if (!entry) return entry;
+      if (settled(entry)) return entry;
       await sleep(1000);
     }
     return this.#entry(key);
