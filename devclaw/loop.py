@@ -42,7 +42,7 @@ from devclaw.tools.common import GroupId, RoleParam, fit_message, one_line
 from devclaw.tools.pickup import active_worker
 from devclaw.tools.queue import MAX_PARALLEL_PROJECTS, candidates
 from devclaw.trackers.base import Issue
-from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, next_label, role_spec
+from devclaw.workflow import Event, Label, Role, RoleSpec
 from devclaw.workspace import Workspace
 
 
@@ -60,7 +60,7 @@ def idle_slots(state: ProjectsFile) -> dict[str, list[Slot]]:
     for group_id, project in state.projects.items():
         idle[group_id] = [
             Slot(role, index)
-            for role in ROLES
+            for role in project.roles
             for index in range(project.max_slots(role))
             if not project.worker(role, index).active
         ]
@@ -263,12 +263,13 @@ def release(ws: Workspace, params: ReleaseInput) -> ReleaseResult:
 
 def decide_release(ws: Workspace, state: ProjectsFile, params: ReleaseInput) -> Plan[ReleaseResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    workflow = project.effective_workflow()
+    spec = workflow.role(params.role)
     slot, worker = active_worker(project, spec, params.issue_id, "Nothing to release.")
     issue = ws.tracker(project).get_issue(params.issue_id)
     # Someone already moved it: free the worker and leave their decision alone.
     move = (
-        Move(issue, next_label(issue.label, _release_event(spec, project, params)))
+        Move(issue, workflow.next(issue.label, _release_event(spec, project, params)))
         if (issue.label == spec.active_label)
         else None
     )
@@ -319,7 +320,7 @@ def decide_release(ws: Workspace, state: ProjectsFile, params: ReleaseInput) -> 
 def _release_event(spec: RoleSpec, project: Project, params: ReleaseInput) -> Event:
     if params.to == "refining":
         return Event.STUCK
-    failed_before = params.from_label == Label.TO_IMPROVE.value or project.qa_fail_count(params.issue_id) > 0
+    failed_before = params.from_label == Label.TO_IMPROVE or project.qa_fail_count(params.issue_id) > 0
     if failed_before and spec.revert_after_fail is not None:
         return spec.revert_after_fail
     return spec.revert_event
@@ -345,7 +346,7 @@ def task_session(ws: Workspace, params: TaskSessionInput) -> TaskSessionResult:
     and the time of its pickup. The bridge reads that session's messages since the pickup to count the
     tokens of a run the orchestrator started by hand."""
     project = ws.store.read().project(params.project_group_id)
-    spec = role_spec(params.role)
+    spec = project.effective_workflow().role(params.role)
     slot, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
     return TaskSessionResult(
         project=project.name,

@@ -299,7 +299,7 @@ def test_the_defaults_follow_the_tracker(ws: Workspace) -> None:
     assert Project(name="a", tracker=TrackerConfig(provider="gitlab")).changes_required is True
     assert Project(name="a", tracker=TrackerConfig(provider="github")).changes_required is True
     explicit = Project(name="a", tracker=TrackerConfig(provider="github"), changes=ChangeSettings(required=False))
-    assert explicit.changes_required is False and explicit.changes.must_be_merged is True
+    assert explicit.changes_required is False and explicit.must_be_merged is True
 
 
 def test_an_invalid_changes_setting_is_refused_naming_the_field(ws: Workspace) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from devclaw.errors import ConfigError, TrackerAuthError, TrackerError
 from devclaw.state import ChangeSettings, Project, TrackerConfig
-from devclaw.workflow import Label
+from devclaw.workflow import DEFAULT, Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, call
 from tests.fakes import (
@@ -97,7 +97,7 @@ def registered(
     base_url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
     with mount_responses(fake, base_url):
         result = register(ws, kind, base_url, changes=changes)
-        assert result["labelsCreated"] == [label.value for label in Label]
+        assert result["labelsCreated"] == list(DEFAULT.states)
         assert len(fake.log) == 1 + 8  # one listing, one create per missing label
         yield Setup(kind, ws, fake)
 

@@ -39,7 +39,7 @@ def gate_change(tracker: Tracker, project: Project, group_id: str, issue: Issue)
     if change is None:
         where = "closes or mentions it" if next_step.url else "is linked to it"
         raise ChangeRequiredError(_refusal(issue, project, f"no {tracker.change_noun} {where}", next_step.open()))
-    if project.changes.must_be_merged and change.state != "merged":
+    if project.must_be_merged and change.state != "merged":
         found = f"its {tracker.change_noun} {change.url} is {_describe(change)}, not merged"
         step = next_step.reopen(change) if change.state == "closed" else next_step.merge(change)
         raise ChangeRequiredError(_refusal(issue, project, found, step))

@@ -31,7 +31,7 @@ from devclaw.tools.common import (
 )
 from devclaw.tools.pickup import active_worker
 from devclaw.trackers.base import ChangeRequest, Issue
-from devclaw.workflow import ISSUE_STATE_AFTER, Event, Result, Role, RoleSpec, next_label, role_spec
+from devclaw.workflow import Event, Result, Role, RoleSpec
 from devclaw.workspace import Workspace
 
 
@@ -92,7 +92,8 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
 
 def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInput) -> Plan[TaskCompleteResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    workflow = project.effective_workflow()
+    spec = workflow.role(params.role)
     requested = event = _event(spec, params.result)
     repeat = _repeat(project, spec, params)
     if repeat is not None:
@@ -119,7 +120,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
         if count >= state.health.qa_fail_limit:
             event = Event.QA_REFINE
     # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
-    move = Move(issue, next_label(issue.label, event), ISSUE_STATE_AFTER.get(requested))
+    move = Move(issue, workflow.next(issue.label, event), workflow.issue_state_after.get(requested))
     result = _result(project, params, issue, move, change)
     if event is Event.QA_FAIL:
         _add_fix_instructions(result, project, issue, params, state.models)
@@ -218,7 +219,7 @@ def _event(spec: RoleSpec, outcome: Result) -> Event:
 def _result(
     project: Project, params: TaskCompleteInput, issue: Issue, move: Move, change: ChangeRequest | None
 ) -> TaskCompleteResult:
-    template = role_spec(params.role).announcements[params.result]
+    template = project.effective_workflow().role(params.role).announcements[params.result]
     announcement = sentence(template.format(id=issue.id, summary=with_summary(params.summary)))
     result = TaskCompleteResult(
         success=True,

@@ -34,7 +34,7 @@ from devclaw.state import HealthSettings, Project, ProjectsFile, SlotChange, Wor
 from devclaw.tools.base import MutationInput, MutationResult, Tool, ToolResult, WorkerRef
 from devclaw.tools.common import duration_text
 from devclaw.trackers.base import Issue, Tracker
-from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, active_role, next_label, workflow_labels
+from devclaw.workflow import Event, Role, RoleSpec, State
 from devclaw.workspace import Workspace
 
 Severity = Literal["critical", "warning", "unknown"]
@@ -101,7 +101,7 @@ class _TrackerView:
     """One project's open Doing and Testing issues, read once per run (or why they could not be)."""
 
     tracker: Tracker | None
-    active: dict[Label, dict[int, Issue]] = field(default_factory=dict)
+    active: dict[State, dict[int, Issue]] = field(default_factory=dict)
     error: str | None = None
     #: Issues read one by one in this run (or why not), by issue and the start time of the worker they
     #: were read for: the check under the lock reuses a read only for the same, unchanged, worker.
@@ -203,7 +203,7 @@ def _read_trackers(ws: Workspace, state: ProjectsFile) -> dict[str, _TrackerView
                 tracker,
                 {
                     spec.active_label: {i.id: i for i in tracker.list_issues(spec.active_label)}
-                    for spec in ROLES.values()
+                    for spec in project.effective_workflow().roles.values()
                 },
             )
         except DevclawError as exc:
@@ -411,7 +411,7 @@ def _scan(run: _Run, state: ProjectsFile, group_id: str, grace: list[GraceWorker
             )
         )
     for role, slot, worker in project.every_worker():
-        context = _Slot(run, group_id, project, ROLES[role], slot, worker, view)
+        context = _Slot(run, group_id, project, project.effective_workflow().role(role), slot, worker, view)
         findings += _check_slot(context, grace)
     if view is not None and view.error is None:
         findings += _label_findings(run, state, group_id, project, view)
@@ -586,8 +586,9 @@ def _revert_and_free(c: _Slot, report: HealthIssue, forget_session: bool) -> boo
         report.message += f"; not fixed, the label could not be reverted: {exc.message}"
         return False
     move = None
-    if issue is not None and issue.label == c.spec.active_label and len(workflow_labels(issue.labels)) == 1:
-        move = Move(issue, next_label(issue.label, _revert_event(c.spec, c.project, issue.id)))
+    workflow = c.project.effective_workflow()
+    if issue is not None and issue.label == c.spec.active_label and len(workflow.states_on(issue.labels)) == 1:
+        move = Move(issue, workflow.next(issue.label, _revert_event(c.spec, c.project, issue.id)))
     try:
         apply(c.run.ws, c.plan(report, c.freed(forget_session=forget_session), move))
     except DevclawError as exc:
@@ -612,7 +613,7 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
         return None
     listed = c.view.active[c.spec.active_label].get(issue_id)
     if listed is not None:
-        if len(workflow_labels(listed.labels)) > 1:
+        if len(c.project.effective_workflow().states_on(listed.labels)) > 1:
             return _Finding(_conflict(c.project, c.group_id, listed))
         return None
     try:
@@ -628,7 +629,7 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
     if issue.state == "closed":
         report = c.report("issue_closed", "critical", f"{c.who} works on issue #{issue_id}, which was closed")
         return _Finding(report, c.plan(report, c.freed()))
-    if len(workflow_labels(issue.labels)) > 1:
+    if len(c.project.effective_workflow().states_on(issue.labels)) > 1:
         return _Finding(_conflict(c.project, c.group_id, issue))
     message = (
         f'{c.who} works on issue #{issue_id}, which is on "{issue.label or "no workflow label"}", not '
@@ -639,7 +640,8 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
 
 
 def _conflict(project: Project, group_id: str, issue: Issue) -> HealthIssue:
-    labels = ", ".join(f'"{label}"' for label in workflow_labels(issue.labels))
+    workflow = project.effective_workflow()
+    labels = ", ".join(f'"{workflow.label(state)}"' for state in workflow.states_on(issue.labels))
     return HealthIssue(
         type="conflicting_labels",
         severity="warning",
@@ -658,15 +660,16 @@ def _label_findings(
     claimed = _claimed(state).get(project.tracker.identity(), set())
     mine = {w.issue_id for _, _, w in project.every_worker() if w.active}
     seen: set[int] = set()
+    workflow = project.effective_workflow()
     for label, issues in view.active.items():
-        role = active_role(label)
+        role = workflow.active_role(label)
         assert role is not None
-        spec = ROLES[role]
+        spec = workflow.role(role)
         for issue in issues.values():
             if issue.id in mine or issue.id in claimed or issue.id in seen:
                 continue
             seen.add(issue.id)
-            if len(workflow_labels(issue.labels)) > 1:
+            if len(workflow.states_on(issue.labels)) > 1:
                 findings.append(_Finding(_conflict(project, group_id, issue)))
                 continue
             findings.append(_orphan(run.ws, group_id, project, spec, issue))
@@ -674,7 +677,7 @@ def _label_findings(
 
 
 def _orphan(ws: Workspace, group_id: str, project: Project, spec: RoleSpec, issue: Issue) -> _Finding:
-    target = next_label(spec.active_label, _revert_event(spec, project, issue.id))
+    target = project.effective_workflow().next(spec.active_label, _revert_event(spec, project, issue.id))
     message = (
         f'Issue #{issue.id} on {project.name} is on "{spec.active_label}" but no {spec.title} worker tracks '
         f'it; it goes back to "{target}"'

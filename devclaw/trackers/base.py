@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from devclaw.workflow import WORKFLOW_LABELS, IssueState, Label, current_label
+from devclaw.workflow import IssueState, State, Workflow
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,8 @@ class Issue:
     state: IssueState
     labels: tuple[str, ...]
     url: str
-
-    @property
-    def label(self) -> Label | None:
-        return current_label(self.labels)
+    #: The issue's workflow state, as the tracker's workflow reads its labels (None: no workflow label).
+    label: State | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -69,11 +67,6 @@ class ChangeRequest:
         }
 
 
-def relabel(labels: tuple[str, ...], target: Label) -> tuple[str, ...]:
-    """``labels`` with every workflow label replaced by ``target``; other labels kept, in order."""
-    return (*(name for name in labels if name not in WORKFLOW_LABELS), target.value)
-
-
 class Tracker(Protocol):
     """An issue tracker for one project. Every method is one small, bounded number of requests.
 
@@ -88,17 +81,19 @@ class Tracker(Protocol):
     replies_can_be_lost: bool
     #: What the host calls a change: "merge request" (GitLab, the embedded tracker) or "pull request".
     change_noun: str
+    #: The project's workflow: which labels mean which state (``Issue.label``), and their colours.
+    workflow: Workflow
 
     def get_issue(self, issue_id: int) -> Issue:
         """One issue, open or closed."""
         ...
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
-        """Every open issue (all pages), with ``label`` when given, oldest first."""
+    def list_issues(self, label: State | None = None) -> list[Issue]:
+        """Every open issue (all pages), in state ``label`` when given, oldest first."""
         ...
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
-        """Swap ``issue``'s workflow label for ``target`` (and open/close it) in ONE write.
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
+        """Swap ``issue``'s workflow label for ``target``'s (and open/close it) in ONE write.
 
         ``issue`` is the issue as just read; labels that are not workflow labels are kept.
         """
@@ -113,7 +108,7 @@ class Tracker(Protocol):
         ...
 
     def ensure_labels(self) -> list[str]:
-        """Create the workflow labels that are missing, with their colours; return the created names."""
+        """Create the workflow's labels that are missing, with their colours; return the created names."""
         ...
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:

@@ -28,7 +28,7 @@ from devclaw.trackers.remote import (
     http_session,
     short_detail,
 )
-from devclaw.workflow import COLOURS, IssueState, Label
+from devclaw.workflow import IssueState, State
 
 if TYPE_CHECKING:
     pass
@@ -76,25 +76,24 @@ class GitLabTracker(RemoteTracker):
             found = self._project.issues.get(issue_id, **_NO_LIBRARY_RETRIES)
         return self._issue(found.attributes)
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
+    def list_issues(self, label: State | None = None) -> list[Issue]:
         """``GET /projects/:id/issues?state=opened&labels=...``, following every page."""
         query: dict[str, Any] = {"state": "opened", "order_by": "created_at", "sort": "asc", "per_page": 100}
         if label is not None:
-            query["labels"] = [label.value]
-        operation = f'listing open "{label}" issues' if label else "listing open issues"
+            query["labels"] = [self.workflow.label(label)]
+        operation = f'listing open "{self.workflow.label(label)}" issues' if label else "listing open issues"
         with self._request(operation):
             pages = self._project.issues.list(iterator=True, **query, **_NO_LIBRARY_RETRIES)
             return [self._issue(found.attributes) for found in pages]
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
         """``PUT /projects/:id/issues/:iid`` with ``add_labels``, ``remove_labels``, ``state_event``."""
-        change = {
-            "add_labels": target.value,
-            "remove_labels": ",".join(label.value for label in Label if label is not target),
-        }
+        label = self.workflow.label(target)
+        others = (spec.label for spec in self.workflow.states.values() if spec.label != label)
+        change = {"add_labels": label, "remove_labels": ",".join(others)}
         if state is not None:
             change["state_event"] = _STATE_EVENT[state]
-        with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
+        with self._request(f'moving issue #{issue.id} to "{label}"', issue_id=issue.id):
             updated = self._project.issues.update(issue.id, change, **_NO_LIBRARY_RETRIES)
         return self._issue(updated)
 
@@ -116,9 +115,9 @@ class GitLabTracker(RemoteTracker):
         with self._request("listing labels"):
             existing = {found.name for found in self._project.labels.list(iterator=True, **_NO_LIBRARY_RETRIES)}
         created = []
-        for label in Label:
-            if label.value not in existing and self._create_label(label):
-                created.append(label.value)
+        for spec in self.workflow.states.values():
+            if spec.label not in existing and self._create_label(spec.label, spec.colour):
+                created.append(spec.label)
         return created
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
@@ -164,9 +163,9 @@ class GitLabTracker(RemoteTracker):
         approved_by = reply.get("approved_by") if isinstance(reply, dict) else None
         return len(approved_by or [])
 
-    def _create_label(self, label: Label) -> bool:
+    def _create_label(self, label: str, colour: str) -> bool:
         """Create ``label``; False when someone else created it since we listed (409)."""
-        data = {"name": label.value, "color": COLOURS[label]}
+        data = {"name": label, "color": colour}
         try:
             with self._request(f'creating label "{label}"', resent=False):
                 self._project.labels.create(data, **_NO_LIBRARY_RETRIES)
@@ -186,6 +185,7 @@ class GitLabTracker(RemoteTracker):
             state="closed" if data.get("state") == "closed" else "open",
             labels=tuple(data.get("labels") or ()),
             url=data.get("web_url") or f"{self.base_url}/{self.path}/-/issues/{iid}",
+            label=self.workflow.state_of(data.get("labels") or ()),
         )
 
     def _remember_failure(self, reply: requests.Response) -> None:
