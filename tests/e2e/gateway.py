@@ -144,8 +144,10 @@ class Gateway:
         )
 
     def devclaw_serve_pids(self) -> list[int]:
-        """PIDs of ``devclaw serve`` processes under the gateway (normally zero or one)."""
-        return [pid for pid in self._refresh_descendants() if b"devclaw.cli\0serve" in _cmdline(pid)]
+        """PIDs of the ``devclaw serve`` processes the plugin started (normally zero or one): not the worker
+        processes a serve routes to, which are its own children."""
+        serve = [pid for pid in self._refresh_descendants() if b"devclaw.cli\0serve" in _cmdline(pid)]
+        return [pid for pid in serve if _parent(pid) not in serve]
 
     def _refresh_descendants(self) -> list[int]:
         assert self.process is not None
@@ -206,6 +208,13 @@ def _descendants(pid: int) -> Iterator[int]:
             for child in (task / "children").read_text().split():
                 yield int(child)
                 yield from _descendants(int(child))
+
+
+def _parent(pid: int) -> int | None:
+    try:  # the field after the command, which is in parentheses and may hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _cmdline(pid: int) -> bytes:
