@@ -32,13 +32,16 @@ const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while afte
 const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
 const CHANGE_ASKS = 2; // times a DEV done refused for want of a merged change is handed back to the worker
 export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
-const VERDICTS = {
+// Each role's results, as devclaw/workflow.py's ROLES spells them (tests/test_plugin_manifest.py compares).
+export const VERDICTS = {
   dev: { DONE: "done" },
   qa: { PASS: "pass", FAIL: "fail", REFINE: "refine" },
+  reviewer: { APPROVE: "approve", REJECT: "reject", REFINE: "refine" },
 };
 const VERDICT_ASK = {
   dev: "Reply with exactly one line: DONE: <what you changed>.",
   qa: "Reply with exactly one line: PASS: <what you verified>, FAIL: <what is wrong>, or REFINE: <the question a human must decide>.",
+  reviewer: "Reply with exactly one line: APPROVE: <why it is right>, REJECT: <what must change>, or REFINE: <the question a human must decide>.",
 };
 
 /** The loop settings from plugins.entries.devclaw.config.loop, with defaults. */

@@ -113,6 +113,8 @@ class RoleSpec:
     change_gated: tuple[Result, ...] = ()
     #: Whether the worker's task names the issue's change (its branch and diff), when there is one.
     sees_change: bool = False
+    #: How the fix instructions frame this role's words when its result sends work back to DEV.
+    feedback_frame: str = ""
 
     @property
     def title(self) -> str:
@@ -157,6 +159,7 @@ ROLES: dict[Role, RoleSpec] = {
         emoji="🔍",
         default_model="grok",
         sees_change=True,
+        feedback_frame="The tester's words",
     ),
     # Only in the workflow of a project whose review policy is "agent" (REVIEW_STAGE).
     "reviewer": RoleSpec(
@@ -177,6 +180,7 @@ ROLES: dict[Role, RoleSpec] = {
         ),
         emoji="👀",
         sees_change=True,
+        feedback_frame="The reviewer's words",
     ),
 }
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devclaw.errors import NotFoundError, WorkflowError
-from devclaw.state import ChangeSettings, Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, ReviewSettings, TrackerConfig
 from devclaw.trackers.base import ChangeRequest
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
@@ -170,9 +170,11 @@ def test_a_local_link_again_updates_it_and_keeps_its_number(tmp_path: Path) -> N
 
 
 @contextlib.contextmanager
-def workspace(kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Iterator[Harness]:
-    """One project on a fresh ``kind`` tracker, its ``changes`` settings as given, with an issue on Doing
-    held by an active DEV worker (issue number in ``harness.issue``)."""
+def workspace(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch, review: str = "skip", **changes: Any
+) -> Iterator[Harness]:
+    """One project on a fresh ``kind`` tracker, its ``changes`` settings and review policy as given, with an
+    issue on Doing held by an active DEV worker (issue number in ``harness.issue``)."""
     from devclaw.registry import register_project
 
     settings = ChangeSettings(**changes)
@@ -187,7 +189,9 @@ def workspace(kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch,
         stack = mount_responses(fake, base_url)
         config = TrackerConfig(provider=kind, path=fake.path, base_url=base_url, token_env=TOKEN_ENV)
     with stack:
-        project = Project(name="webapp", base_branch="develop", tracker=config, changes=settings)
+        project = Project(
+            name="webapp", base_branch="develop", tracker=config, changes=settings, review=ReviewSettings(policy=review)
+        )
         register_project(ws, GROUP, project)
         tracker = ws.tracker(ws.store.read().project(GROUP))
         harness = Harness(kind, tracker, fake, db=ws.memory / "tracker.sqlite3")

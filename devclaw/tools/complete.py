@@ -81,7 +81,9 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     devFixInstructions say how to send it back to DEV; "refine": Testing -> Refining for a human to
     decide. The worker is freed; its session is kept for the next task. Returns the announcement to post
     to the group. Loop brake: the QA fail that makes qaFailLimit fails for one issue (default 3) sends it
-    to Refining instead, with a comment on the issue saying why."""
+    to Refining instead, with a comment on the issue saying why. In a project with a review stage, dev
+    "done" goes to To Review; a reviewer's "approve": Reviewing -> To Test, "reject": Reviewing -> To
+    Improve (with devFixInstructions), "refine": Reviewing -> Refining."""
     if params.summary is not None:
         # The summary goes into projects.json (the completion, an intent) as well as the result and the
         # audit line: a token in it is masked once, here, for all of them.
@@ -122,8 +124,8 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
     # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
     move = Move(issue, workflow.next(issue.label, event), workflow.issue_state_after.get(requested))
     result = _result(project, params, issue, move, change)
-    if event is Event.QA_FAIL:
-        _add_fix_instructions(result, project, issue, params, state.models)
+    if spec.feedback_frame and move.target in workflow.role("dev").start_labels:
+        _add_fix_instructions(result, project, issue, params, spec, state.models)
     comment = None
     if requested is Event.QA_FAIL and event is Event.QA_REFINE:
         comment = _brake(result, issue, params, fails[str(issue.id)])
@@ -241,7 +243,12 @@ def _result(
 
 
 def _add_fix_instructions(
-    result: TaskCompleteResult, project: Project, issue: Issue, params: TaskCompleteInput, models: dict[str, str]
+    result: TaskCompleteResult,
+    project: Project,
+    issue: Issue,
+    params: TaskCompleteInput,
+    spec: RoleSpec,
+    models: dict[str, str],
 ) -> None:
     choice = select_model(issue.title, issue.description, "dev", models=models)
     session = next((w.session_id for w in project.slots("dev") if not w.active and w.session_id), None)
@@ -250,9 +257,9 @@ def _add_fix_instructions(
     how = f"the existing DEV session {session} gets it" if session else "a new DEV session is spawned"
     result.dev_fix_instructions = (
         f"Issue #{issue.id} ({one_line(issue.title)}) is back in To Improve. To send it back to DEV now, call "
-        f"task_pickup with {json.dumps(pickup)} and follow its instructions ({how}); add this QA feedback to "
-        "the task message, as it is framed here:\n"
-        + frame(params.summary or "(no details given)", "The tester's words")
+        f"task_pickup with {json.dumps(pickup)} and follow its instructions ({how}); add this {spec.title} "
+        "feedback to the task message, as it is framed here:\n"
+        + frame(params.summary or "(no details given)", spec.feedback_frame)
     )
 
 

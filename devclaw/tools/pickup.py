@@ -67,7 +67,8 @@ class TaskPickupResult(MutationResult):
 def task_pickup(ws: Workspace, params: TaskPickupInput) -> TaskPickupResult:
     """Pick up an issue for the project's DEV or QA worker: checks the worker is idle and the issue is on
     the role's start label (dev: To Do or To Improve; qa: To Test), picks a model, moves the label
-    (To Do/To Improve -> Doing, To Test -> Testing), marks the worker active and logs it. Returns the
+    (To Do/To Improve -> Doing, To Test -> Testing; reviewer, in a project whose review policy is
+    "agent": To Review -> Reviewing), marks the worker active and logs it. Returns the
     announcement to post to the group and exact instructions to spawn a new worker session or send the
     task to the worker's existing one. After a spawn, call task_pickup_confirm with the new session key.
     Picking up the issue the worker already has answers the same instructions again (repeated: true)."""
