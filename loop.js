@@ -118,6 +118,12 @@ export function createTickLoop({ intervalMs, tickTimeoutMs, tick, onResult = () 
   };
 }
 
+/** The fix task's line for the feedback that sent the work back (a plain string: QA's, as saved before). */
+export function feedbackText(feedback) {
+  const { from, text } = typeof feedback === "string" ? { from: "QA", text: feedback } : feedback;
+  return from === "review" ? `The review asked for this; fix it: ${text}` : `QA found this on the last attempt; fix it: ${text}`;
+}
+
 /** The verdict in a worker's final reply: the last line starting with one of the role's words. */
 export function parseVerdict(text, role) {
   const words = VERDICTS[role] ?? {};
@@ -168,7 +174,7 @@ export class WorkLoop {
   #log;
   #ticks = null;
   #inFlight = new Map(); // sessionKey -> record
-  #feedback = {}; // "groupId#issue" -> the last QA FAIL summary, added to the fix task
+  #feedback = {}; // "groupId#issue" -> {from: "QA" or "review", text}: what sent it back, added to the fix task
   #lastTick = null;
   #adapter; // undefined: not looked up yet; null: no telegram channel loaded
   #stopped = false;
@@ -217,11 +223,20 @@ export class WorkLoop {
   async tick() {
     const activeSessions = [...new Set([...this.#liveSessions(), ...this.#inFlight.keys()])];
     const result = await this.#bridge.call("tick", { activeSessions, checkTracker: this.#config.checkTracker }, this.#workspace);
+    for (const review of result.reviews ?? []) await this.#reviewed(review); // before the dispatches it may feed
     for (const dispatch of result.dispatches) {
       await this.#dispatch(dispatch).catch((error) => this.#log.warn?.(`devclaw: dispatch of #${dispatch.issueId} failed: ${error.message}`));
     }
     for (const skip of result.skipped) this.#log.warn?.(`devclaw: tick skipped ${skip.project} (${skip.type}): ${skip.reason}`);
     return { dispatches: result.dispatches.length, skipped: result.skipped.length, fixes: result.health?.fixesApplied ?? 0 };
+  }
+
+  /** A review check of the tick (review policy "human"): its move is announced; a reviewer's words go to the fix task. */
+  async #reviewed(review) {
+    if (review.error) this.#log.warn?.(`devclaw: review check of ${review.project} #${review.issueId} failed: ${review.error}`);
+    if (!review.labelTransition) return;
+    if (review.feedback) this.#feedback[`${review.groupId}#${review.issueId}`] = { from: "review", text: review.feedback };
+    if (review.announcement) await this.#announce(review.groupId, review.announcement);
   }
 
   #liveSessions() {
@@ -239,7 +254,7 @@ export class WorkLoop {
     const fromLabel = String(d.labelTransition ?? "").split(" → ")[0] || null;
     let message = d.taskMessage;
     const feedback = this.#feedback[`${d.groupId}#${d.issueId}`];
-    if (fromLabel === "To Improve" && feedback) message += `\n\nQA found this on the last attempt; fix it: ${feedback}`;
+    if (fromLabel === "To Improve" && feedback) message += `\n\n${feedbackText(feedback)}`;
     const record = {
       groupId: d.groupId, project: d.project, role: d.role, slot: d.slot ?? 0, issueId: d.issueId, sessionKey: key,
       runId: null, startedAt: new Date().toISOString(), redispatches: 0, followUps: 0, changeAsks: 0, fromLabel,
@@ -403,7 +418,9 @@ export class WorkLoop {
       return;
     }
     const key = `${record.groupId}#${record.issueId}`;
-    if (verdict.result === "fail") this.#feedback[key] = verdict.summary || "(no details given)";
+    const text = verdict.summary || "(no details given)";
+    if (verdict.result === "fail") this.#feedback[key] = { from: "QA", text };
+    else if (verdict.result === "reject") this.#feedback[key] = { from: "review", text };
     else if (verdict.result === "pass") delete this.#feedback[key];
     this.#forget(record);
     await this.#announce(record.groupId, result.announcement);

@@ -5,10 +5,12 @@ through ``devclaw serve``; ``devclaw tick`` runs the same pass from a shell. A t
 
 1. reconciles: ``session_health`` with ``autoFix`` and the live session keys the gateway listed (not an
    LLM's guess), so dead workers are freed and their issues go back to their queues first;
-2. fills the idle worker slots (``idle_slots``) of every project from its queues in priority order
+2. looks at the change of every issue in To Review of each project whose review policy is "human", and
+   moves it on or back as devclaw/review.py says (merging an approved one when the project asks);
+3. fills the idle worker slots (``idle_slots``) of every project from its queues in priority order
    (To Improve, then To Test, then To Do; oldest first), each through ``task_pickup`` itself, within the
    workspace's caps: a slot counts against them only when a dispatch fills it (``Caps``);
-3. returns the dispatches (each exactly a ``task_pickup`` result, plus its slot) and what it skipped and
+4. returns the dispatches (each exactly a ``task_pickup`` result, plus its slot), the review checks, and what it skipped and
    why. A project whose tracker cannot be read is skipped for this tick and reported, never treated as
    an empty queue.
 
@@ -35,6 +37,7 @@ from pydantic import Field
 
 from devclaw.engine import Move, Plan, Record, mutate
 from devclaw.errors import DevclawError, WorkflowError, error_payload
+from devclaw.review import ReviewCheck, watch_reviews
 from devclaw.state import Project, ProjectsFile, SlotChange
 from devclaw.tools import call_tool, parse_params
 from devclaw.tools.base import ToolInput, ToolResult, WorkerRef
@@ -120,6 +123,8 @@ class TickResult(ToolResult):
     free_slots: int
     health: dict[str, Any] | None
     dispatches: list[dict[str, Any]]
+    #: Review policy "human": each issue in To Review, as this tick saw it (devclaw/review.py).
+    reviews: list[ReviewCheck]
     skipped: list[Skip]
 
 
@@ -137,6 +142,7 @@ class _Plan:
 def tick(ws: Workspace, params: TickInput) -> TickResult:
     """One pass: reconcile with the live sessions, then fill free worker slots from the queues."""
     health, skipped = _reconcile(ws, params)
+    reviews = watch_reviews(ws, ws.store.read(), dry_run=params.dry_run)
     state = ws.store.read()
     caps = Caps.left(state)
     idle = idle_slots(state)
@@ -170,6 +176,7 @@ def tick(ws: Workspace, params: TickInput) -> TickResult:
         free_slots=sum(len(plan.slots) for plan in plans),
         health=health,
         dispatches=dispatches,
+        reviews=reviews,
         skipped=skipped,
     )
 

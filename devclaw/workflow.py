@@ -237,6 +237,13 @@ class Workflow:
             )
         return moves[event]
 
+    def issue_state(self, event: Event, target: State, now: IssueState) -> IssueState | None:
+        """The open/closed state to write with a move (None: leave it). A closed issue that moves on to a state
+        where work goes on is reopened: a host closes an issue when a change that closes it is merged."""
+        if event in self.issue_state_after:
+            return self.issue_state_after[event]
+        return "open" if now == "closed" and self.transitions.get(target) else None
+
     def role(self, name: Role) -> RoleSpec:
         """The row of ``name`` in this workflow; a ``WorkflowError`` naming its roles for any other name."""
         try:

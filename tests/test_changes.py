@@ -171,7 +171,12 @@ def test_a_local_link_again_updates_it_and_keeps_its_number(tmp_path: Path) -> N
 
 @contextlib.contextmanager
 def workspace(
-    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch, review: str = "skip", **changes: Any
+    kind: TrackerKind,
+    ws: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+    review: str = "skip",
+    review_merge: bool = False,
+    **changes: Any,
 ) -> Iterator[Harness]:
     """One project on a fresh ``kind`` tracker, its ``changes`` settings and review policy as given, with an
     issue on Doing held by an active DEV worker (issue number in ``harness.issue``)."""
@@ -190,7 +195,11 @@ def workspace(
         config = TrackerConfig(provider=kind, path=fake.path, base_url=base_url, token_env=TOKEN_ENV)
     with stack:
         project = Project(
-            name="webapp", base_branch="develop", tracker=config, changes=settings, review=ReviewSettings(policy=review)
+            name="webapp",
+            base_branch="develop",
+            tracker=config,
+            changes=settings,
+            review=ReviewSettings(policy=review, merge=review_merge),
         )
         register_project(ws, GROUP, project)
         tracker = ws.tracker(ws.store.read().project(GROUP))

@@ -6,15 +6,18 @@ clients against the stateful fakes, and the embedded tracker."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from devclaw.errors import WorkflowError
+from devclaw.loop import call_loop
+from devclaw.review import watch_reviews
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, call
-from tests.fakes import KINDS, TrackerKind
-from tests.test_changes import devclaw, workspace
+from tests.fakes import KINDS, REMOTE_KINDS, FakeChange, Harness, TrackerKind
+from tests.test_changes import DEV_SESSION, devclaw, workspace
 
 REVIEWER_SESSION = "agent:main:subagent:reviewer-1"
 
@@ -126,3 +129,130 @@ def test_project_add_with_a_review_stage_creates_its_labels(ws: Workspace) -> No
     assert result["project"]["review"] == {"policy": "agent", "merge": False}
     refused = devclaw(ws, "project", "edit", GROUP, "--review", "sometimes")
     assert refused.returncode != 0 and "invalid choice: 'sometimes'" in refused.stderr
+
+
+# --- policy "human": the tick watches the change ------------------------------------------------------
+
+
+def tick(ws: Workspace) -> dict[str, Any]:
+    return call_loop(ws, "tick", {"activeSessions": [DEV_SESSION]})
+
+
+def in_review(h: Harness, ws: Workspace, **change: Any) -> tuple[int, str]:
+    """DEV done with an open change: the issue waits in To Review. Its number and the change's URL."""
+    issue: int = h.issue  # type: ignore[attr-defined]
+    url = h.add_change(issue, state="open", target_branch="develop", **change)
+    call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+    assert h.labels_of(issue) == ["To Review"]
+    return issue, url
+
+
+def change_of(h: Harness, url: str) -> FakeChange:
+    assert h.fake is not None
+    return h.fake.project.changes[int(url.rsplit("/", 1)[1])]
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_an_approved_change_is_merged_by_devclaw_and_the_issue_goes_to_qa(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", review_merge=True, required=True) as h:
+        approval = {"approved_by": ["alice"]} if kind == "gitlab" else {"reviews": [("alice", "APPROVED")]}
+        issue, url = in_review(h, ws, author="bob", **approval)
+        result = tick(ws)
+        (check,) = result["reviews"]
+        assert (check["issueId"], check["event"], check["merged"]) == (issue, "change_approved", True)
+        assert check["labelTransition"] == "To Review → To Test" and check["changeUrl"] == url
+        assert change_of(h, url).state == "merged"
+        (line,) = [r for r in ws.audit.records() if r["event"] == "review_check"]
+        assert (line["reviewEvent"], line["merged"], line["changeUrl"]) == ("change_approved", True, url)
+        assert [r for r in h.wire_requests() if r.method == "PUT" and r.path.endswith("/merge")] != []
+        # The same tick hands it to the free QA worker. The host closed the issue when its change merged:
+        # the move to To Test reopened it, so QA could take it.
+        (dispatch,) = result["dispatches"]
+        assert (dispatch["role"], dispatch["issueId"]) == ("qa", issue)
+        assert h.labels_of(issue) == ["Testing"] and h.state_of(issue) == "open"
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_a_change_approved_only_by_its_author_is_not_merged(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", review_merge=True, required=True) as h:
+        approval = {"approved_by": ["bob"]} if kind == "gitlab" else {"reviews": [("bob", "APPROVED")]}
+        issue, url = in_review(h, ws, author="bob", **approval)
+        (check,) = tick(ws)["reviews"]
+        assert check["event"] is None and "approved only by its author (bob)" in check["reason"]
+        assert change_of(h, url).state == "open" and h.labels_of(issue) == ["To Review"]
+        assert not [r for r in h.wire_requests() if r.method == "PUT" and r.path.endswith("/merge")]
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_without_merge_an_approved_change_waits_for_a_person_to_merge_it(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", required=True) as h:
+        approval = {"approved_by": ["alice"]} if kind == "gitlab" else {"reviews": [("alice", "APPROVED")]}
+        issue, url = in_review(h, ws, **approval)
+        (check,) = tick(ws)["reviews"]
+        assert check["event"] is None and "waiting for a person to merge it" in check["reason"]
+        change_of(h, url).state = "merged"  # a person merges it on the host
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert (check.event, check.merged) == ("change_approved", False)
+        assert h.labels_of(issue) == ["To Test"]
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_changes_requested_send_the_work_back_with_the_reviewers_words(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", required=True) as h:
+        wants = (
+            {"requested_changes_by": ["carol"]} if kind == "gitlab" else {"reviews": [("carol", "CHANGES_REQUESTED")]}
+        )
+        issue, _ = in_review(h, ws, said={"carol": "Validate the e-mail field."}, **wants)
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert (check.event, check.label_transition) == ("changes_requested", "To Review → To Improve")
+        assert check.feedback == "Validate the e-mail field." and check.comment == "added"
+        assert h.labels_of(issue) == ["To Improve"]
+        (comment,) = h.comments_of(issue)
+        assert "carol requested changes" in comment and "Validate the e-mail field." in comment
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_a_conflict_sends_the_work_back_and_a_closed_change_rejects_the_issue(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", required=True) as h:
+        issue, url = in_review(h, ws, has_conflicts=True)
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert check.event == "change_conflict" and h.labels_of(issue) == ["To Improve"]
+        assert "does not merge cleanly into develop" in h.comments_of(issue)[0]
+
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="dev")
+        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+        change_of(h, url).has_conflicts = False
+        change_of(h, url).state = "closed"
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert (check.event, check.label_transition) == ("change_closed", "To Review → Rejected")
+        assert h.labels_of(issue) == ["Rejected"] and h.state_of(issue) == "closed"
+        assert watch_reviews(ws, ws.store.read()) == []  # a rejected issue is not looked at again
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_the_request_budget_of_a_review_check(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", review_merge=True, required=True) as h:
+        approval = {"approved_by": ["alice"]} if kind == "gitlab" else {"reviews": [("alice", "APPROVED")]}
+        issue, _ = in_review(h, ws, author="bob", **approval)
+        h.forget_requests()
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert check.merged and check.event == "change_approved"
+        # the To Review listing 1; the change (GitLab: closed_by, related MRs, approvals; GitHub: timeline,
+        # the pull request, its reviews) 3; its reviewers (GitLab) or reviews (GitHub) 1; the merge 1; the
+        # move's read and write 2.
+        assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in h.wire_requests()][-3:] == [
+            ("PUT", "merge"), ("GET", str(issue)), ("PUT" if kind == "gitlab" else "PATCH", str(issue))
+        ]  # fmt: skip
+        assert len(h.wire_requests()) == 8

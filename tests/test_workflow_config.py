@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def error_of(done: subprocess.CompletedProcess[str]) -> str:
     return message
 
 
-def labels_created(ws: Workspace, tmp_path: Path, workflow: dict[str, object]) -> list[str]:
+def labels_created(ws: Workspace, tmp_path: Path, workflow: Mapping[str, object]) -> list[str]:
     path = tmp_path / "workflow.json"
     path.write_text(json.dumps(workflow))
     added = devclaw(ws, "project", "add", GROUP, "--name", "webapp", "--workflow", str(path))

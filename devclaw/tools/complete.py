@@ -122,7 +122,8 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
         if count >= state.health.qa_fail_limit:
             event = Event.QA_REFINE
     # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
-    move = Move(issue, workflow.next(issue.label, event), workflow.issue_state_after.get(requested))
+    target = workflow.next(issue.label, event)
+    move = Move(issue, target, workflow.issue_state(requested, target, issue.state))
     result = _result(project, params, issue, move, change)
     if spec.feedback_frame and move.target in workflow.role("dev").start_labels:
         _add_fix_instructions(result, project, issue, params, spec, state.models)

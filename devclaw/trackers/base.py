@@ -43,14 +43,22 @@ class ChangeRequest:
     state: ChangeState
     draft: bool = False
     author: str = ""
-    #: How many people approved it (GitLab approvals, GitHub reviews whose latest word is APPROVED).
-    approvals: int = 0
+    #: Who approved it (GitLab approvals, GitHub reviewers whose latest word is APPROVED); read for open ones.
+    approved_by: tuple[str, ...] = ()
     #: Whether the host says it merges cleanly; None while it has not computed that (or cannot say).
     mergeable: bool | None = None
     source_branch: str = ""
     target_branch: str = ""
     #: Where its changes can be read (GitLab ``…/diffs``, GitHub ``…/files``).
     diff_url: str = ""
+
+    @property
+    def approvals(self) -> int:
+        return len(self.approved_by)
+
+    def approved_by_another(self) -> bool:
+        """Approved by someone other than its author: what devclaw needs before it merges a change."""
+        return any(name != self.author for name in self.approved_by)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -60,11 +68,20 @@ class ChangeRequest:
             "draft": self.draft,
             "author": self.author,
             "approvals": self.approvals,
+            "approvedBy": list(self.approved_by),
             "mergeable": self.mergeable,
             "sourceBranch": self.source_branch,
             "targetBranch": self.target_branch,
             "diffUrl": self.diff_url,
         }
+
+
+@dataclass(frozen=True)
+class ChangeReview:
+    """What the reviewers of an open change asked for: who wants changes, and what they wrote."""
+
+    changes_requested_by: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
 
 
 class Tracker(Protocol):
@@ -113,6 +130,15 @@ class Tracker(Protocol):
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
         """The merge/pull requests that close or reference the issue, oldest first (each once)."""
+        ...
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """Whether the reviewers of the open ``change`` requested changes, and their words."""
+        ...
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """Merge the open ``change`` into its target branch (one write); the change as the host now has it.
+        Raises ``TrackerError`` when the host refuses (a conflict, a draft, missing approvals, no right)."""
         ...
 
     def new_change_url(self, target_branch: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -24,7 +25,7 @@ from github.PullRequest import PullRequest
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
@@ -165,21 +166,42 @@ class GitHubTracker(RemoteTracker):
             state=state,
             draft=bool(pull.draft),
             author=pull.user.login if pull.user else "",
-            approvals=self._approvals(pull) if state == "open" else 0,
+            approved_by=self._approvals(pull) if state == "open" else (),
             mergeable=pull.mergeable if state == "open" else None,
             source_branch=pull.head.ref,
             target_branch=pull.base.ref,
             diff_url=f"{pull.html_url}/files",
         )
 
-    def _approvals(self, pull: PullRequest) -> int:
+    def _approvals(self, pull: PullRequest) -> tuple[str, ...]:
         """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is APPROVED."""
-        latest: dict[str, str] = {}
-        with self._request(f"reading the reviews of pull request #{pull.number}"):
+        return tuple(login for login, (verdict, _) in self._verdicts(pull.number).items() if verdict == "APPROVED")
+
+    def _verdicts(self, number: int) -> dict[str, tuple[str, str]]:
+        """Each reviewer's latest verdict on pull request ``number``, with what they wrote with it."""
+        latest: dict[str, tuple[str, str]] = {}
+        pull = self._repo.get_pull(number)
+        with self._request(f"reading the reviews of pull request #{number}"):
             for review in pull.get_reviews():
                 if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
-                    latest[review.user.login] = review.state
-        return sum(1 for verdict in latest.values() if verdict == "APPROVED")
+                    latest[review.user.login] = (review.state, (review.body or "").strip())
+        return latest
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is
+        CHANGES_REQUESTED, and what they wrote with it (1 request).
+        https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request"""
+        wanting = {login: body for login, (verdict, body) in self._verdicts(change.number).items()
+                   if verdict == "CHANGES_REQUESTED"}  # fmt: skip
+        return ChangeReview(tuple(wanting), tuple(body for body in wanting.values() if body))
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """``PUT /repos/{owner}/{repo}/pulls/{number}/merge``; GitHub refuses with 405 when it cannot merge.
+        https://docs.github.com/en/rest/pulls/pulls#merge-a-pull-request"""
+        pull = self._repo.get_pull(change.number)
+        with self._request(f"merging pull request #{change.number}", resent=False):
+            pull.merge()
+        return replace(change, state="merged", mergeable=None)
 
     def _create_label(self, label: str, colour: str) -> bool:
         """Create ``label``; False when someone else created it since we listed (422 already_exists)."""

@@ -20,7 +20,7 @@ import requests
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
@@ -147,21 +147,49 @@ class GitLabTracker(RemoteTracker):
             state=state,
             draft=bool(data.get("draft") or data.get("work_in_progress")),
             author=str((data.get("author") or {}).get("username") or ""),
-            approvals=self._approvals(data) if state == "open" else 0,
+            approved_by=self._approvals(data) if state == "open" else (),
             mergeable=_mergeable(data) if state == "open" else None,
             source_branch=str(data.get("source_branch") or ""),
             target_branch=str(data.get("target_branch") or ""),
             diff_url=f"{web_url}/diffs",
         )
 
-    def _approvals(self, data: Mapping[str, Any]) -> int:
+    def _approvals(self, data: Mapping[str, Any]) -> tuple[str, ...]:
         """``GET /projects/:id/merge_requests/:iid/approvals``: who approved it (not how many must)."""
         project = data.get("project_id") or self._project.encoded_id
         path = f"/projects/{project}/merge_requests/{int(data['iid'])}/approvals"
         with self._request(f"reading the approvals of merge request !{data['iid']}"):
             reply = self._gl.http_get(path, **_NO_LIBRARY_RETRIES)
         approved_by = reply.get("approved_by") if isinstance(reply, dict) else None
-        return len(approved_by or [])
+        return tuple(_username(entry) for entry in approved_by or [] if _username(entry))
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """``GET /projects/:id/merge_requests/:iid/reviewers`` (whose state is ``requested_changes``), then,
+        only if someone requested changes, ``GET …/notes`` for what they wrote: 1 or 2 requests.
+        https://docs.gitlab.com/api/merge_requests/#get-single-merge-request-reviewers"""
+        base = f"/projects/{self._project.encoded_id}/merge_requests/{change.number}"
+        with self._request(f"reading the reviewers of merge request !{change.number}"):
+            reviewers = self._gl.http_list(f"{base}/reviewers", get_all=True, **_NO_LIBRARY_RETRIES)
+            wanting = tuple(
+                _username(r) for r in reviewers if isinstance(r, dict) and r.get("state") == "requested_changes"
+            )
+            if not wanting:
+                return ChangeReview()
+            notes = self._gl.http_list(f"{base}/notes", get_all=True, sort="asc", **_NO_LIBRARY_RETRIES)
+        said = tuple(
+            str(note.get("body") or "").strip()
+            for note in notes
+            if isinstance(note, dict) and not note.get("system") and _username(note, "author") in wanting
+        )
+        return ChangeReview(changes_requested_by=wanting, comments=tuple(text for text in said if text))
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """``PUT /projects/:id/merge_requests/:iid/merge``; GitLab refuses with 405 or 422 when it cannot.
+        https://docs.gitlab.com/api/merge_requests/#merge-a-merge-request"""
+        path = f"/projects/{self._project.encoded_id}/merge_requests/{change.number}/merge"
+        with self._request(f"merging merge request !{change.number}", resent=False):
+            reply = self._gl.http_put(path, **_NO_LIBRARY_RETRIES)
+        return self._change(reply) if isinstance(reply, dict) else change
 
     def _create_label(self, label: str, colour: str) -> bool:
         """Create ``label``; False when someone else created it since we listed (409)."""
@@ -213,6 +241,12 @@ class GitLabTracker(RemoteTracker):
                 return self.endpoint.project_not_found()
             return self.endpoint.issue_not_found(issue_id)
         return self.endpoint.http_error(operation, exc.response_code, self._failed_reply, detail)
+
+
+def _username(data: Mapping[str, Any], key: str = "user") -> str:
+    """``{"user": {"username": ...}}`` (approvals, reviewers) or ``{"author": ...}`` (notes): the name."""
+    found = data.get(key)
+    return str(found.get("username") or "") if isinstance(found, dict) else ""
 
 
 def _mergeable(data: Mapping[str, Any]) -> bool | None:

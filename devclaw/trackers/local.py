@@ -19,7 +19,7 @@ from pathlib import Path
 
 from devclaw.audit import utc_now
 from devclaw.errors import NotFoundError, TrackerError, WorkflowError
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
 from devclaw.workflow import DEFAULT, IssueState, State, Workflow
 
 _SCHEMA = """
@@ -194,6 +194,15 @@ class LocalTracker:
 
     def new_change_url(self, target_branch: str) -> str:
         return ""  # no host of its own: the change is opened wherever the code lives, then linked
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        return ChangeReview()  # a link records a change's state, not its reviews
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        raise TrackerError(
+            f"The embedded tracker cannot merge {change.url}: merge it where it lives, then record it with "
+            "`devclaw issue link-mr GROUP ISSUE URL --state merged`"
+        )
 
     def link_change(self, issue_id: int, change: ChangeRequest) -> ChangeRequest:
         """Link ``change`` (its url, state, branches, draft, author) to the issue; the same URL again
