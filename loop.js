@@ -30,7 +30,9 @@ export const LOOP_DEFAULTS = Object.freeze({
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
 const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
-const CHANGE_ASKS = 2; // times a DEV done refused for want of a merged change is handed back to the worker
+// Times a verdict refused for want of a (merged) change is handed back to the worker: DEV can open or merge one;
+// QA cannot, so its refused PASS goes to Refining at once.
+const CHANGE_ASKS = { dev: 2 };
 export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
 // Each role's results, as devclaw/workflow.py's ROLES spells them (tests/test_plugin_manifest.py compares).
 export const VERDICTS = {
@@ -432,12 +434,13 @@ export class WorkLoop {
    *  refusals the task goes to Refining, saying why. */
   async #askForChange(record, refusal) {
     const asked = record.changeAsks ?? 0;
-    if (asked >= CHANGE_ASKS) {
-      return this.#release(record, "refining", `DEV "done" was refused ${asked + 1} times: ${refusal}`);
+    const asks = CHANGE_ASKS[record.role] ?? 0;
+    if (asked >= asks) {
+      return this.#release(record, "refining", `the ${record.role} verdict was refused ${asked + 1} time${asked ? "s" : ""}: ${refusal}`);
     }
     record.changeAsks = asked + 1;
-    this.#log.info?.(`devclaw: DEV done for #${record.issueId} refused; asking the worker (${record.changeAsks}/${CHANGE_ASKS})`);
-    return this.#send(record, `${record.firstLine}\nYour DONE was not accepted. ${refusal}\nDo that step; devclaw completes the task from your reply. ${VERDICT_ASK[record.role]}`);
+    this.#log.info?.(`devclaw: ${record.role} verdict for #${record.issueId} refused; asking the worker (${record.changeAsks}/${asks})`);
+    return this.#send(record, `${record.firstLine}\nYour verdict was not accepted. ${refusal}\nDo that step; devclaw completes the task from your reply. ${VERDICT_ASK[record.role]}`);
   }
 
   async #release(record, to, reason) {

@@ -158,6 +158,7 @@ ROLES: dict[Role, RoleSpec] = {
         ),
         emoji="🔍",
         default_model="grok",
+        change_gated=("pass",),
         sees_change=True,
         feedback_frame="The tester's words",
     ),
@@ -333,32 +334,46 @@ DEFAULT = Workflow(
 
 REVIEW_POLICIES = ("skip", "human", "agent")
 
-#: The rows a review policy adds: DEV done goes to To Review; an approved change goes on to To Test; changes
-#: requested, a conflict or a reviewer's rejection send it back to To Improve; a change closed unmerged
-#: rejects the issue (closed, in Rejected).
-_REVIEW_STATES: dict[State, StateSpec] = {
-    Label.TO_REVIEW: StateSpec(Label.TO_REVIEW, "#0e8a16"),
-    Label.REVIEWING: StateSpec(Label.REVIEWING, "#1d76db"),
-    Label.REJECTED: StateSpec(Label.REJECTED, "#b60205"),
+#: The rows a review policy adds: DEV done goes to To Review; a change closed unmerged rejects the issue (closed,
+#: in Rejected). "human": the tick moves an approved (merged) change on to To Test, and sends changes requested
+#: or a conflict back to To Improve. "agent": a reviewer picks it up (Reviewing) and approves, rejects or asks
+#: a person; a change a person merged meanwhile goes on to To Test.
+_REVIEW_STATES: dict[str, dict[State, StateSpec]] = {
+    "human": {
+        Label.TO_REVIEW: StateSpec(Label.TO_REVIEW, "#0e8a16"),
+        Label.REJECTED: StateSpec(Label.REJECTED, "#b60205"),
+    },
+    "agent": {
+        Label.TO_REVIEW: StateSpec(Label.TO_REVIEW, "#0e8a16"),
+        Label.REVIEWING: StateSpec(Label.REVIEWING, "#1d76db"),
+        Label.REJECTED: StateSpec(Label.REJECTED, "#b60205"),
+    },
 }
-_REVIEW_MOVES: dict[State, dict[Event, State]] = {
-    Label.DOING: {Event.DEV_DONE: Label.TO_REVIEW},
-    Label.TO_REVIEW: {
-        Event.REVIEW_PICKUP: Label.REVIEWING,
-        Event.CHANGE_APPROVED: Label.TO_TEST,
-        Event.CHANGES_REQUESTED: Label.TO_IMPROVE,
-        Event.CHANGE_CONFLICT: Label.TO_IMPROVE,
-        Event.CHANGE_CLOSED: Label.REJECTED,
+_REVIEW_MOVES: dict[str, dict[State, dict[Event, State]]] = {
+    "human": {
+        Label.DOING: {Event.DEV_DONE: Label.TO_REVIEW},
+        Label.TO_REVIEW: {
+            Event.CHANGE_APPROVED: Label.TO_TEST,
+            Event.CHANGES_REQUESTED: Label.TO_IMPROVE,
+            Event.CHANGE_CONFLICT: Label.TO_IMPROVE,
+            Event.CHANGE_CLOSED: Label.REJECTED,
+        },
+        Label.REJECTED: {},
     },
-    Label.REVIEWING: {
-        Event.REVIEW_APPROVE: Label.TO_TEST,
-        Event.REVIEW_REJECT: Label.TO_IMPROVE,
-        Event.REVIEW_REFINE: Label.REFINING,
-        Event.CHANGE_CLOSED: Label.REJECTED,
-        Event.REVERT: Label.TO_REVIEW,
-        Event.STUCK: Label.REFINING,
+    "agent": {
+        Label.DOING: {Event.DEV_DONE: Label.TO_REVIEW},
+        Label.TO_REVIEW: {Event.REVIEW_PICKUP: Label.REVIEWING, Event.CHANGE_CLOSED: Label.REJECTED},
+        Label.REVIEWING: {
+            Event.REVIEW_APPROVE: Label.TO_TEST,
+            Event.REVIEW_REJECT: Label.TO_IMPROVE,
+            Event.REVIEW_REFINE: Label.REFINING,
+            Event.CHANGE_APPROVED: Label.TO_TEST,
+            Event.CHANGE_CLOSED: Label.REJECTED,
+            Event.REVERT: Label.TO_REVIEW,
+            Event.STUCK: Label.REFINING,
+        },
+        Label.REJECTED: {},
     },
-    Label.REJECTED: {},
 }
 _REVIEWED_DEV = replace(
     ROLES["dev"],
@@ -375,7 +390,7 @@ def with_review(base: Workflow, policy: str) -> Workflow:
     if policy == "skip":
         return base
     transitions = {state: dict(moves) for state, moves in base.transitions.items()}
-    for state, moves in _REVIEW_MOVES.items():
+    for state, moves in _REVIEW_MOVES[policy].items():
         transitions.setdefault(state, {}).update(moves)
     roles = {**base.roles, "dev": _REVIEWED_DEV}
     if policy == "agent":
@@ -383,7 +398,7 @@ def with_review(base: Workflow, policy: str) -> Workflow:
     queues = (("toReview", Label.TO_REVIEW), *base.queues)
     return replace(
         base,
-        states={**base.states, **_REVIEW_STATES},
+        states={**base.states, **_REVIEW_STATES[policy]},
         transitions=transitions,
         roles=roles,
         queues=queues,

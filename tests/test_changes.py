@@ -444,3 +444,31 @@ def test_a_retried_done_and_a_repeated_qa_pickup_name_the_same_change(
         repeat = call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
         assert repeat["repeated"] is True and repeat["taskMessage"] == qa["taskMessage"]
         assert f"{url} (merged), branch login into main" in qa["taskMessage"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_qa_pass_is_refused_while_the_change_is_unmerged_so_nothing_reaches_done_unmerged(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, required=True) as h:
+        issue: int = h.issue  # type: ignore[attr-defined]
+        url = h.add_change(issue, state="merged")
+        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        if h.fake is not None:  # reverted on the host after DEV done: open again
+            h.fake.project.changes[int(url.rsplit("/", 1)[1])].state = "open"
+        else:
+            h.add_change(issue, state="open")  # the embedded tracker: the same URL linked again as open
+            subprocess.run([PYTHON, "-m", "devclaw", "--workspace", str(ws.root), "issue", "link-mr", GROUP,
+                            str(issue), url, "--state", "open"], check=True, capture_output=True)  # fmt: skip
+        before = snapshot(ws)
+        with pytest.raises(WorkflowError) as caught:
+            call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="pass")
+        assert caught.value.type == "change_required"
+        assert f'QA "pass" refused for issue #{issue} on webapp' in caught.value.message
+        assert "the issue stays on Testing" in caught.value.message
+        assert snapshot(ws)[0] == before[0] and h.labels_of(issue) == ["Testing"]
+        call(
+            ws, "task_complete", projectGroupId=GROUP, role="qa", result="fail", summary="not merged"
+        )  # fail is not gated
+        assert h.labels_of(issue) == ["To Improve"]

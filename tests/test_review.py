@@ -256,3 +256,43 @@ def test_the_request_budget_of_a_review_check(
             ("PUT", "merge"), ("GET", str(issue)), ("PUT" if kind == "gitlab" else "PATCH", str(issue))
         ]  # fmt: skip
         assert len(h.wire_requests()) == 8
+
+
+# --- health knows changes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+@pytest.mark.parametrize("outcome", ["merged", "closed"])
+def test_health_moves_on_a_review_whose_change_a_person_merged_or_closed(
+    kind: TrackerKind, outcome: str, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
+        issue, url = in_review(h, ws)
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="reviewer", sessionId=REVIEWER_SESSION)
+        change_of(h, url).state = outcome  # type: ignore[assignment]
+        sessions = [DEV_SESSION, REVIEWER_SESSION]
+        first = call(ws, "session_health", autoFix=True, activeSessions=sessions)
+        (found,) = first["issues"]
+        expected = "change_merged_in_review" if outcome == "merged" else "change_closed"
+        assert (found["type"], found["role"], found["fixed"]) == (expected, "reviewer", True)
+        assert url in found["message"]
+        assert h.labels_of(issue) == (["To Test"] if outcome == "merged" else ["Rejected"])
+        assert h.state_of(issue) == ("open" if outcome == "merged" else "closed")
+        assert not ws.store.read().project(GROUP).worker("reviewer").active
+        assert call(ws, "session_health", autoFix=True, activeSessions=sessions)["issues"] == []
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_health_rejects_an_issue_waiting_for_review_whose_change_was_closed(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
+        issue, url = in_review(h, ws)
+        change_of(h, url).state = "closed"
+        first = call(ws, "session_health", autoFix=True, activeSessions=[DEV_SESSION])
+        assert [(f["type"], f["issueId"], f["fixed"]) for f in first["issues"]] == [("change_closed", issue, True)]
+        assert h.labels_of(issue) == ["Rejected"] and h.state_of(issue) == "closed"
+        (fix,) = [r for r in ws.audit.records() if r["event"] == "health_fix"]
+        assert (fix["type"], fix["changeUrl"], fix["labelTransition"]) == ("change_closed", url, "To Review → Rejected")
+        assert call(ws, "session_health", autoFix=True, activeSessions=[DEV_SESSION])["issues"] == []

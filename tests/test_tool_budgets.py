@@ -143,7 +143,8 @@ def test_a_full_lifecycle_stays_within_the_request_budget(setup: Setup) -> None:
         ("task_pickup", {"issueId": issue, "role": "dev"}, 2),  # To Improve -> Doing, session reused
         ("task_complete", {"role": "dev", "result": "done"}, 2 + lookup),
         ("task_pickup", {"issueId": issue, "role": "qa"}, 2 + lookup),
-        ("task_complete", {"role": "qa", "result": "pass"}, 2),  # closes the issue in the same write
+        # closes the issue in the same write, once its change is found merged (nothing reaches Done unmerged)
+        ("task_complete", {"role": "qa", "result": "pass"}, 2 + lookup),
         ("queue_status", {}, 3),
         ("session_health", {"activeSessions": [DEV_SESSION, QA_SESSION]}, 0),
     ]

@@ -99,18 +99,25 @@ def test_human_moves() -> None:
 # --- The review stage ---------------------------------------------------------------------------------
 
 REVIEW_MOVES = {
-    (Label.DOING, Event.DEV_DONE): Label.TO_REVIEW,
-    (Label.TO_REVIEW, Event.REVIEW_PICKUP): Label.REVIEWING,
-    (Label.TO_REVIEW, Event.CHANGE_APPROVED): Label.TO_TEST,
-    (Label.TO_REVIEW, Event.CHANGES_REQUESTED): Label.TO_IMPROVE,
-    (Label.TO_REVIEW, Event.CHANGE_CONFLICT): Label.TO_IMPROVE,
-    (Label.TO_REVIEW, Event.CHANGE_CLOSED): Label.REJECTED,
-    (Label.REVIEWING, Event.REVIEW_APPROVE): Label.TO_TEST,
-    (Label.REVIEWING, Event.REVIEW_REJECT): Label.TO_IMPROVE,
-    (Label.REVIEWING, Event.REVIEW_REFINE): Label.REFINING,
-    (Label.REVIEWING, Event.CHANGE_CLOSED): Label.REJECTED,
-    (Label.REVIEWING, Event.REVERT): Label.TO_REVIEW,
-    (Label.REVIEWING, Event.STUCK): Label.REFINING,
+    "human": {
+        (Label.DOING, Event.DEV_DONE): Label.TO_REVIEW,
+        (Label.TO_REVIEW, Event.CHANGE_APPROVED): Label.TO_TEST,
+        (Label.TO_REVIEW, Event.CHANGES_REQUESTED): Label.TO_IMPROVE,
+        (Label.TO_REVIEW, Event.CHANGE_CONFLICT): Label.TO_IMPROVE,
+        (Label.TO_REVIEW, Event.CHANGE_CLOSED): Label.REJECTED,
+    },
+    "agent": {
+        (Label.DOING, Event.DEV_DONE): Label.TO_REVIEW,
+        (Label.TO_REVIEW, Event.REVIEW_PICKUP): Label.REVIEWING,
+        (Label.TO_REVIEW, Event.CHANGE_CLOSED): Label.REJECTED,
+        (Label.REVIEWING, Event.REVIEW_APPROVE): Label.TO_TEST,
+        (Label.REVIEWING, Event.REVIEW_REJECT): Label.TO_IMPROVE,
+        (Label.REVIEWING, Event.REVIEW_REFINE): Label.REFINING,
+        (Label.REVIEWING, Event.CHANGE_APPROVED): Label.TO_TEST,
+        (Label.REVIEWING, Event.CHANGE_CLOSED): Label.REJECTED,
+        (Label.REVIEWING, Event.REVERT): Label.TO_REVIEW,
+        (Label.REVIEWING, Event.STUCK): Label.REFINING,
+    },
 }
 
 
@@ -118,9 +125,11 @@ REVIEW_MOVES = {
 def test_a_review_policy_adds_exactly_the_review_rows(policy: str) -> None:
     workflow = with_review(DEFAULT, policy)
     table = {(s, e): t for s, moves in workflow.transitions.items() for e, t in moves.items()}
-    expected = {**EXPECTED_MOVES, **REVIEW_MOVES}
-    assert table == expected
-    assert list(workflow.states) == [*DEFAULT.states, Label.TO_REVIEW, Label.REVIEWING, Label.REJECTED]
+    assert table == {**EXPECTED_MOVES, **REVIEW_MOVES[policy]}
+    added = (
+        [Label.TO_REVIEW, Label.REJECTED] if policy == "human" else [Label.TO_REVIEW, Label.REVIEWING, Label.REJECTED]
+    )
+    assert list(workflow.states) == [*DEFAULT.states, *added]
     assert workflow.transitions[Label.REJECTED] == {}  # final, like Done
     assert workflow.issue_state_after[Event.CHANGE_CLOSED] == "closed"
     assert workflow.queues[0] == ("toReview", Label.TO_REVIEW)

@@ -114,7 +114,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "it was moved outside devclaw. Run session_health to reconcile the worker."
         )
     gated = params.result in spec.change_gated
-    change = gate_change(tracker, project, params.project_group_id, issue) if gated else None
+    change = gate_change(tracker, project, params.project_group_id, issue, spec, params.result) if gated else None
     fails: dict[str, int] = {}
     if requested is Event.QA_FAIL:
         count = project.qa_fail_count(issue.id) + 1
