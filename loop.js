@@ -30,15 +30,20 @@ export const LOOP_DEFAULTS = Object.freeze({
 const WAIT_CHUNK_MS = 15000; // one waitForRun; liveness is re-read from the session entry between chunks
 const START_RETRY_MS = 60000; // run() refuses with UNAVAILABLE for a while after gateway start
 const SESSION_GONE_WAIT_S = 10; // how long an ended run's session may take to vanish when it was deleted
-const CHANGE_ASKS = 2; // times a DEV done refused for want of a merged change is handed back to the worker
+// Times a verdict refused for want of a (merged) change is handed back to the worker: DEV can open or merge one;
+// QA cannot, so its refused PASS goes to Refining at once.
+const CHANGE_ASKS = { dev: 2 };
 export const MESSAGE_LIMIT = 500; // messages read back from a session (getSessionMessages' limit)
-const VERDICTS = {
+// Each role's results, as devclaw/workflow.py's ROLES spells them (tests/test_plugin_manifest.py compares).
+export const VERDICTS = {
   dev: { DONE: "done" },
   qa: { PASS: "pass", FAIL: "fail", REFINE: "refine" },
+  reviewer: { APPROVE: "approve", REJECT: "reject", REFINE: "refine" },
 };
 const VERDICT_ASK = {
   dev: "Reply with exactly one line: DONE: <what you changed>.",
   qa: "Reply with exactly one line: PASS: <what you verified>, FAIL: <what is wrong>, or REFINE: <the question a human must decide>.",
+  reviewer: "Reply with exactly one line: APPROVE: <why it is right>, REJECT: <what must change>, or REFINE: <the question a human must decide>.",
 };
 
 /** The loop settings from plugins.entries.devclaw.config.loop, with defaults. */
@@ -115,6 +120,12 @@ export function createTickLoop({ intervalMs, tickTimeoutMs, tick, onResult = () 
   };
 }
 
+/** The fix task's line for the feedback that sent the work back (a plain string: QA's, as saved before). */
+export function feedbackText(feedback) {
+  const { from, text } = typeof feedback === "string" ? { from: "QA", text: feedback } : feedback;
+  return from === "review" ? `The review asked for this; fix it: ${text}` : `QA found this on the last attempt; fix it: ${text}`;
+}
+
 /** The verdict in a worker's final reply: the last line starting with one of the role's words. */
 export function parseVerdict(text, role) {
   const words = VERDICTS[role] ?? {};
@@ -165,7 +176,7 @@ export class WorkLoop {
   #log;
   #ticks = null;
   #inFlight = new Map(); // sessionKey -> record
-  #feedback = {}; // "groupId#issue" -> the last QA FAIL summary, added to the fix task
+  #feedback = {}; // "groupId#issue" -> {from: "QA" or "review", text}: what sent it back, added to the fix task
   #lastTick = null;
   #adapter; // undefined: not looked up yet; null: no telegram channel loaded
   #stopped = false;
@@ -214,11 +225,20 @@ export class WorkLoop {
   async tick() {
     const activeSessions = [...new Set([...this.#liveSessions(), ...this.#inFlight.keys()])];
     const result = await this.#bridge.call("tick", { activeSessions, checkTracker: this.#config.checkTracker }, this.#workspace);
+    for (const review of result.reviews ?? []) await this.#reviewed(review); // before the dispatches it may feed
     for (const dispatch of result.dispatches) {
       await this.#dispatch(dispatch).catch((error) => this.#log.warn?.(`devclaw: dispatch of #${dispatch.issueId} failed: ${error.message}`));
     }
     for (const skip of result.skipped) this.#log.warn?.(`devclaw: tick skipped ${skip.project} (${skip.type}): ${skip.reason}`);
     return { dispatches: result.dispatches.length, skipped: result.skipped.length, fixes: result.health?.fixesApplied ?? 0 };
+  }
+
+  /** A review check of the tick (review policy "human"): its move is announced; a reviewer's words go to the fix task. */
+  async #reviewed(review) {
+    if (review.error) this.#log.warn?.(`devclaw: review check of ${review.project} #${review.issueId} failed: ${review.error}`);
+    if (!review.labelTransition) return;
+    if (review.feedback) this.#feedback[`${review.groupId}#${review.issueId}`] = { from: "review", text: review.feedback };
+    if (review.announcement) await this.#announce(review.groupId, review.announcement);
   }
 
   #liveSessions() {
@@ -236,7 +256,7 @@ export class WorkLoop {
     const fromLabel = String(d.labelTransition ?? "").split(" → ")[0] || null;
     let message = d.taskMessage;
     const feedback = this.#feedback[`${d.groupId}#${d.issueId}`];
-    if (fromLabel === "To Improve" && feedback) message += `\n\nQA found this on the last attempt; fix it: ${feedback}`;
+    if (fromLabel === "To Improve" && feedback) message += `\n\n${feedbackText(feedback)}`;
     const record = {
       groupId: d.groupId, project: d.project, role: d.role, slot: d.slot ?? 0, issueId: d.issueId, sessionKey: key,
       runId: null, startedAt: new Date().toISOString(), redispatches: 0, followUps: 0, changeAsks: 0, fromLabel,
@@ -400,7 +420,9 @@ export class WorkLoop {
       return;
     }
     const key = `${record.groupId}#${record.issueId}`;
-    if (verdict.result === "fail") this.#feedback[key] = verdict.summary || "(no details given)";
+    const text = verdict.summary || "(no details given)";
+    if (verdict.result === "fail") this.#feedback[key] = { from: "QA", text };
+    else if (verdict.result === "reject") this.#feedback[key] = { from: "review", text };
     else if (verdict.result === "pass") delete this.#feedback[key];
     this.#forget(record);
     await this.#announce(record.groupId, result.announcement);
@@ -412,12 +434,13 @@ export class WorkLoop {
    *  refusals the task goes to Refining, saying why. */
   async #askForChange(record, refusal) {
     const asked = record.changeAsks ?? 0;
-    if (asked >= CHANGE_ASKS) {
-      return this.#release(record, "refining", `DEV "done" was refused ${asked + 1} times: ${refusal}`);
+    const asks = CHANGE_ASKS[record.role] ?? 0;
+    if (asked >= asks) {
+      return this.#release(record, "refining", `the ${record.role} verdict was refused ${asked + 1} time${asked ? "s" : ""}: ${refusal}`);
     }
     record.changeAsks = asked + 1;
-    this.#log.info?.(`devclaw: DEV done for #${record.issueId} refused; asking the worker (${record.changeAsks}/${CHANGE_ASKS})`);
-    return this.#send(record, `${record.firstLine}\nYour DONE was not accepted. ${refusal}\nDo that step; devclaw completes the task from your reply. ${VERDICT_ASK[record.role]}`);
+    this.#log.info?.(`devclaw: ${record.role} verdict for #${record.issueId} refused; asking the worker (${record.changeAsks}/${asks})`);
+    return this.#send(record, `${record.firstLine}\nYour verdict was not accepted. ${refusal}\nDo that step; devclaw completes the task from your reply. ${VERDICT_ASK[record.role]}`);
   }
 
   async #release(record, to, reason) {

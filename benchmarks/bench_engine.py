@@ -60,7 +60,7 @@ from devclaw.state import ChangeSettings, Project, ProjectsFile, TrackerConfig, 
 from devclaw.tools import call_tool
 from devclaw.tools.health import MAX_PARALLEL_READS
 from devclaw.trackers.local import LocalTracker
-from devclaw.workflow import Label
+from devclaw.workflow import DEFAULT, Label
 from devclaw.workspace import Workspace
 from tests.fakes import FakeGitLab, FakeProject, FakeServer
 
@@ -203,7 +203,7 @@ def baseline_http(url: str, token: str, paths: list[str], transitions: int) -> f
         issue_url = f"{url}/api/v4/projects/{quote(path, safe='')}/issues/1"
         for n in range(transitions):
             target = LABELS[n % len(LABELS)]
-            others = ",".join(label.value for label in Label if label is not target)
+            others = ",".join(state for state in DEFAULT.states if state != target)
             session.get(issue_url, timeout=CALL_TIMEOUT).raise_for_status()
             session.put(
                 issue_url, json={"add_labels": target.value, "remove_labels": others}, timeout=CALL_TIMEOUT

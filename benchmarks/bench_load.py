@@ -31,7 +31,7 @@ from devclaw.errors import DevclawError
 from devclaw.state import Project, TrackerConfig
 from devclaw.tools import call_tool
 from devclaw.trackers.local import LocalTracker
-from devclaw.workflow import ACTIVE_LABEL, ROLES, Label
+from devclaw.workflow import DEFAULT, Label
 from devclaw.workspace import Workspace
 
 OUTCOMES = ("pass",) * 6 + ("fail",) * 3 + ("refine",)
@@ -123,7 +123,7 @@ class Driver:
 
 
 def health_loop(ws: Workspace, groups: list[str]) -> dict[str, Any]:
-    sessions = [session(gid, role) for gid in groups for role in ROLES]
+    sessions = [session(gid, role) for gid in groups for role in DEFAULT.roles]
     ok, findings = 0, []
     while not (ws.memory / STOP_FILE).exists():
         result = call_tool(ws, "session_health", {"autoFix": True, "activeSessions": sessions})
@@ -183,12 +183,12 @@ def verify(ws: Workspace, projects: int, ok: Counter[str], failed: Counter[str])
     state = ws.store.read()
     for project in state.projects.values():
         tracker = ws.tracker(project)
-        for role in ROLES:
+        for role in DEFAULT.roles:
             if project.worker(role).active:
                 problems.append(f"{project.name}: {role} worker still active")
-            if tracker.list_issues(ACTIVE_LABEL[role]):
-                problems.append(f"{project.name}: issues left on {ACTIVE_LABEL[role]}")
-        unfinished = [i.id for i in tracker.list_issues() if i.label is not Label.REFINING]
+            if tracker.list_issues(DEFAULT.roles[role].active_label):
+                problems.append(f"{project.name}: issues left on {DEFAULT.roles[role].active_label}")
+        unfinished = [i.id for i in tracker.list_issues() if i.label != Label.REFINING]
         if unfinished:
             problems.append(f"{project.name}: issues not finished: {unfinished}")
     events = Counter(record["event"] for record in ws.audit.records())

@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         setup_cmd,
         state_cmd,
         tick,
+        workflow_cmd,
     )
 
     parser = Parser(prog="devclaw", description="Deterministic dev -> QA pipeline tools.", top_level=True)
@@ -158,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         tick,
         cost,
         observe,
+        workflow_cmd,
     ):
         module.register(sub)
     return parser

@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import filelock
@@ -44,8 +44,8 @@ from devclaw.errors import DevclawError, NotFoundError, StateError, TrackerError
 from devclaw.faults import checkpoint
 from devclaw.git import pull_ff_only
 from devclaw.state import Intent, Project, ProjectsFile, SlotChange, Worker
-from devclaw.trackers.base import Issue, Tracker, relabel
-from devclaw.workflow import IssueState, Label
+from devclaw.trackers.base import Issue, Tracker
+from devclaw.workflow import IssueState, State
 from devclaw.workspace import Workspace
 
 #: A plan's result: the tool result model (any pydantic model) the call answers with.
@@ -64,7 +64,7 @@ class Move:
     """One tracker write: ``issue`` (as the decision read it) to ``target``, opened or closed by ``state``."""
 
     issue: Issue
-    target: Label
+    target: State
     state: IssueState | None = None
 
     @property
@@ -255,8 +255,8 @@ def _intent(ws: Workspace, plan: Plan[Any]) -> Intent:
         created_at=ws.now_iso(),
         tool=plan.tool,
         issue_id=plan.move.issue.id,
-        from_label=plan.move.issue.label.value if plan.move.issue.label else None,
-        to_label=plan.move.target.value,
+        from_label=plan.move.issue.label,
+        to_label=plan.move.target,
         slots=plan.slots,
         qa_fails=plan.qa_fails,
         records=[{"event": r.event, **r.fields} for r in plan.records],
@@ -317,7 +317,7 @@ def _landed(tracker: Tracker, intent: Intent) -> bool | None:
         return False
     except DevclawError:
         return None
-    return issue.label is not None and issue.label.value == intent.to_label
+    return issue.label == intent.to_label
 
 
 def _drop_intent(ws: Workspace, group_id: str, intent_id: str) -> None:
@@ -382,19 +382,14 @@ def _undo(ws: Workspace, plan: Plan[Any], failure: DevclawError) -> DevclawError
     """The commit failed after the tracker moved: put the label back, and say what happened to both."""
     assert plan.move is not None
     move = plan.move
-    moved = Issue(
-        move.issue.id,
-        move.issue.title,
-        move.issue.description,
-        move.state or move.issue.state,
-        relabel(move.issue.labels, move.target),
-        move.issue.url,
-    )
+    tracker = _tracker(ws, plan)
+    labels = tracker.workflow.relabel(move.issue.labels, move.target)
+    moved = replace(move.issue, state=move.state or move.issue.state, labels=labels, label=move.target)
     back = move.issue.label
     try:
         if back is None:
             raise WorkflowError("the issue had no workflow label to go back to")
-        _tracker(ws, plan).move_issue(moved, back, move.issue.state if move.state else None)
+        tracker.move_issue(moved, back, move.issue.state if move.state else None)
     except DevclawError as undo_exc:
         kind = type(failure) if isinstance(failure, WorkflowError) else StateError
         return kind(

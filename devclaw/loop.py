@@ -5,10 +5,12 @@ through ``devclaw serve``; ``devclaw tick`` runs the same pass from a shell. A t
 
 1. reconciles: ``session_health`` with ``autoFix`` and the live session keys the gateway listed (not an
    LLM's guess), so dead workers are freed and their issues go back to their queues first;
-2. fills the idle worker slots (``idle_slots``) of every project from its queues in priority order
+2. looks at the change of every issue in To Review of each project whose review policy is "human", and
+   moves it on or back as devclaw/review.py says (merging an approved one when the project asks);
+3. fills the idle worker slots (``idle_slots``) of every project from its queues in priority order
    (To Improve, then To Test, then To Do; oldest first), each through ``task_pickup`` itself, within the
    workspace's caps: a slot counts against them only when a dispatch fills it (``Caps``);
-3. returns the dispatches (each exactly a ``task_pickup`` result, plus its slot) and what it skipped and
+4. returns the dispatches (each exactly a ``task_pickup`` result, plus its slot), the review checks, and what it skipped and
    why. A project whose tracker cannot be read is skipped for this tick and reported, never treated as
    an empty queue.
 
@@ -35,6 +37,7 @@ from pydantic import Field
 
 from devclaw.engine import Move, Plan, Record, mutate
 from devclaw.errors import DevclawError, WorkflowError, error_payload
+from devclaw.review import ReviewCheck, watch_reviews
 from devclaw.state import Project, ProjectsFile, SlotChange
 from devclaw.tools import call_tool, parse_params
 from devclaw.tools.base import ToolInput, ToolResult, WorkerRef
@@ -42,7 +45,7 @@ from devclaw.tools.common import GroupId, RoleParam, fit_message, one_line
 from devclaw.tools.pickup import active_worker
 from devclaw.tools.queue import MAX_PARALLEL_PROJECTS, candidates
 from devclaw.trackers.base import Issue
-from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, next_label, role_spec
+from devclaw.workflow import Event, Label, Role, RoleSpec
 from devclaw.workspace import Workspace
 
 
@@ -60,7 +63,7 @@ def idle_slots(state: ProjectsFile) -> dict[str, list[Slot]]:
     for group_id, project in state.projects.items():
         idle[group_id] = [
             Slot(role, index)
-            for role in ROLES
+            for role in project.roles
             for index in range(project.max_slots(role))
             if not project.worker(role, index).active
         ]
@@ -120,6 +123,8 @@ class TickResult(ToolResult):
     free_slots: int
     health: dict[str, Any] | None
     dispatches: list[dict[str, Any]]
+    #: Review policy "human": each issue in To Review, as this tick saw it (devclaw/review.py).
+    reviews: list[ReviewCheck]
     skipped: list[Skip]
 
 
@@ -137,6 +142,7 @@ class _Plan:
 def tick(ws: Workspace, params: TickInput) -> TickResult:
     """One pass: reconcile with the live sessions, then fill free worker slots from the queues."""
     health, skipped = _reconcile(ws, params)
+    reviews = watch_reviews(ws, ws.store.read(), dry_run=params.dry_run)
     state = ws.store.read()
     caps = Caps.left(state)
     idle = idle_slots(state)
@@ -170,6 +176,7 @@ def tick(ws: Workspace, params: TickInput) -> TickResult:
         free_slots=sum(len(plan.slots) for plan in plans),
         health=health,
         dispatches=dispatches,
+        reviews=reviews,
         skipped=skipped,
     )
 
@@ -263,12 +270,13 @@ def release(ws: Workspace, params: ReleaseInput) -> ReleaseResult:
 
 def decide_release(ws: Workspace, state: ProjectsFile, params: ReleaseInput) -> Plan[ReleaseResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    workflow = project.effective_workflow()
+    spec = workflow.role(params.role)
     slot, worker = active_worker(project, spec, params.issue_id, "Nothing to release.")
     issue = ws.tracker(project).get_issue(params.issue_id)
     # Someone already moved it: free the worker and leave their decision alone.
     move = (
-        Move(issue, next_label(issue.label, _release_event(spec, project, params)))
+        Move(issue, workflow.next(issue.label, _release_event(spec, project, params)))
         if (issue.label == spec.active_label)
         else None
     )
@@ -319,7 +327,7 @@ def decide_release(ws: Workspace, state: ProjectsFile, params: ReleaseInput) -> 
 def _release_event(spec: RoleSpec, project: Project, params: ReleaseInput) -> Event:
     if params.to == "refining":
         return Event.STUCK
-    failed_before = params.from_label == Label.TO_IMPROVE.value or project.qa_fail_count(params.issue_id) > 0
+    failed_before = params.from_label == Label.TO_IMPROVE or project.qa_fail_count(params.issue_id) > 0
     if failed_before and spec.revert_after_fail is not None:
         return spec.revert_after_fail
     return spec.revert_event
@@ -345,7 +353,7 @@ def task_session(ws: Workspace, params: TaskSessionInput) -> TaskSessionResult:
     and the time of its pickup. The bridge reads that session's messages since the pickup to count the
     tokens of a run the orchestrator started by hand."""
     project = ws.store.read().project(params.project_group_id)
-    spec = role_spec(params.role)
+    spec = project.effective_workflow().role(params.role)
     slot, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
     return TaskSessionResult(
         project=project.name,

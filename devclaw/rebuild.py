@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from devclaw.audit import utc_now
 from devclaw.errors import ConfigError, DevclawError, StateError
 from devclaw.state import Project, ProjectsFile, ProjectStore, Worker
-from devclaw.workflow import ACTIVE_LABEL, ROLES, Role
+from devclaw.workflow import Role
 from devclaw.workspace import Workspace
 
 
@@ -151,13 +151,14 @@ def _rebuild_workers(ws: Workspace, group_id: str, project: Project, history: _H
     project.intents = []
     try:
         tracker = ws.tracker(project)
-        on_label = {role: tracker.list_issues(ACTIVE_LABEL[role]) for role in ROLES}
+        workflow = project.effective_workflow()
+        on_label = {role: tracker.list_issues(spec.active_label) for role, spec in workflow.roles.items()}
     except DevclawError as exc:
         report.warnings.append(
             f"{project.name}: tracker unreachable ({exc.message}); workers kept as in the backup, or idle"
         )
         return
-    for role in ROLES:
+    for role in on_label:
         workers = _workers(group_id, role, project.max_slots(role), [i.id for i in on_label[role]], history)
         project.workers[role] = workers
         for slot, worker in enumerate(workers):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -30,8 +31,8 @@ import filelock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from devclaw.errors import ConfigError, NotFoundError, StateError
-from devclaw.workflow import ROLES, Role
+from devclaw.errors import ConfigError, NotFoundError, StateError, WorkflowError
+from devclaw.workflow import DEFAULT, Role, Workflow, customised, with_review
 
 SCHEMA_VERSION: Literal[2] = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -143,11 +144,49 @@ class ChangeSettings(CamelModel):
     the embedded tracker (whose changes are linked by hand)."""
 
     required: bool | None = None
-    must_be_merged: bool = True
+    #: Unset: true without a review stage, false with one (the review approves it, then it is merged).
+    must_be_merged: bool | None = None
 
 
 #: ``changes.required`` when a project does not say.
 CHANGES_REQUIRED_BY_DEFAULT: dict[str, bool] = {"local": False, "gitlab": True, "github": True}
+
+
+class ReviewSettings(CamelModel):
+    """The review stage between DEV done and QA (docs/WORKFLOW.md): ``skip`` (none, the default), ``human``
+    (the tick watches the change's approvals) or ``agent`` (a reviewer worker is picked up like dev and QA)."""
+
+    policy: Literal["skip", "human", "agent"] = "skip"
+    #: With ``human``: devclaw merges an approved change through the host's API (never one whose author
+    #: approved it); otherwise a person merges it and the tick moves the issue on once it is merged.
+    merge: bool = False
+
+
+class StateSettings(CamelModel):
+    label: str | None = None
+    colour: str | None = None
+
+
+class WorkflowSettings(CamelModel):
+    """A project's changes to its workflow (devclaw/workflow.py ``customised``; docs/WORKFLOW.md)."""
+
+    #: State -> its label and colour: a built-in state renamed or recoloured, or an extra state.
+    states: dict[str, StateSettings] = Field(default_factory=dict)
+    #: State -> event -> the state it moves to: moves added or redirected.
+    transitions: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def is_default(self) -> bool:
+        return not self.states and not self.transitions
+
+
+@functools.lru_cache(maxsize=256)
+def _effective_workflow(policy: str, settings: str) -> Workflow:
+    custom = WorkflowSettings.model_validate_json(settings)
+    base = with_review(DEFAULT, policy)
+    if custom.is_default():
+        return base
+    states = {name: (spec.label, spec.colour) for name, spec in custom.states.items()}
+    return customised(base, states, custom.transitions)
 
 
 class SlotChange(CamelModel):
@@ -183,6 +222,10 @@ class Project(CamelModel):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     #: What DEV "done" needs (see ``ChangeSettings``).
     changes: ChangeSettings = Field(default_factory=ChangeSettings)
+    #: The review stage (see ``ReviewSettings``).
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    #: The project's own states and moves over the built-in workflow (see ``WorkflowSettings``).
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     #: Role -> how many workers of that role may work at once (default 1).
     max_workers: dict[str, int] = Field(default_factory=dict)
     #: Role -> its worker slots; slot 0 always exists.
@@ -209,10 +252,19 @@ class Project(CamelModel):
 
     @model_validator(mode="after")
     def _every_role_has_a_slot(self) -> Project:
-        for role in ROLES:
+        try:
+            self.effective_workflow()
+        except WorkflowError as exc:
+            raise ValueError(str(exc)) from None
+        for role in self.roles:
             if not self.workers.get(role):
                 self.workers[role] = [Worker()]
         return self
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """The roles that work in this project's workflow."""
+        return tuple(self.effective_workflow().roles)
 
     def slots(self, role: Role) -> list[Worker]:
         return self.workers.get(role) or [Worker()]
@@ -228,7 +280,18 @@ class Project(CamelModel):
         return [(slot, worker) for slot, worker in enumerate(self.slots(role)) if worker.active]
 
     def every_worker(self) -> list[tuple[Role, int, Worker]]:
-        return [(role, slot, worker) for role in ROLES for slot, worker in enumerate(self.slots(role))]
+        return [(role, slot, worker) for role in self.roles for slot, worker in enumerate(self.slots(role))]
+
+    def effective_workflow(self) -> Workflow:
+        """The built-in workflow with this project's review stage and its own settings over it."""
+        return _effective_workflow(self.review.policy, self.workflow.model_dump_json())
+
+    @property
+    def must_be_merged(self) -> bool:
+        """``changes.mustBeMerged``, or its default: merged, unless a review stage comes before QA."""
+        if self.changes.must_be_merged is not None:
+            return self.changes.must_be_merged
+        return self.review.policy == "skip"
 
     @property
     def changes_required(self) -> bool:
@@ -247,6 +310,7 @@ class Project(CamelModel):
 
 CONFIG_FIELDS = {
     "name", "group_name", "repo", "base_branch", "deploy_branch", "deploy_url", "tracker", "changes", "max_workers",
+    "review", "workflow",
 }  # fmt: skip
 
 
@@ -353,7 +417,7 @@ class ProjectStore:
             try:
                 state = ProjectsFile.model_validate_json(raw)
             except ValidationError as exc:
-                raise ConfigError(f"{self.path} is not a valid devclaw projects file: {_describe(exc)}") from exc
+                raise ConfigError(f"{self.path} is not a valid devclaw projects file: {describe_invalid(exc)}") from exc
         self._cache = (key, state)
         return state
 
@@ -613,10 +677,12 @@ def _link_backup(path: Path, backup: Path) -> None:
         raise
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_invalid(exc: ValidationError, prefix: str = "") -> str:
+    """A validation failure in one line: each problem's place in the file and what is wrong there."""
     problems = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error["loc"]) or "file"
-        problems.append(f"{where}: {error['msg']}")
+        where = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        message = error["msg"].removeprefix("Value error, ")  # our own checks name their setting already
+        problems.append(f"{where}: {message}" if where else message)
     more = exc.error_count() - len(problems)
     return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")

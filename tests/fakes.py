@@ -66,6 +66,9 @@ class FakeChange:
     mentions: list[int] = field(default_factory=list)  # names #N without closing it
     approved_by: list[str] = field(default_factory=list)  # GitLab approvals
     reviews: list[tuple[str, str]] = field(default_factory=list)  # GitHub (login, APPROVED/CHANGES_REQUESTED/...)
+    #: What each reviewer wrote (GitLab: their notes on the MR; GitHub: the body of their reviews).
+    said: dict[str, str] = field(default_factory=dict)
+    requested_changes_by: list[str] = field(default_factory=list)  # GitLab reviewers in "requested_changes"
     has_conflicts: bool = False
     created_at: str = "2026-01-01T00:00:00Z"
 
@@ -301,9 +304,45 @@ class FakeGitLab(FakeTracker):
                 raise _Error(404, {"message": "404 Not found"})
             if rest[2:] == ["approvals"]:
                 return 200, self._approvals_json(change), {}
+            if rest[2:] in (["reviewers"], ["notes"]):
+                found = self._reviewers_json(change) if rest[2] == "reviewers" else self._notes_json(change)
+                chunk, headers = _page(found, query, base, path, self.api_prefix)
+                return 200, chunk, headers
             if not rest[2:]:
                 return 200, self._mr_json(change, web, project_id), {}
+        if len(rest) == 3 and rest[0] == "merge_requests" and rest[2] == "merge" and method == "PUT":
+            change = project.changes.get(int(rest[1]))
+            if change is None:
+                raise _Error(404, {"message": "404 Not found"})
+            if change.state != "open" or change.draft:
+                raise _Error(405, {"message": "405 Method Not Allowed"})
+            if change.has_conflicts:
+                raise _Error(422, {"message": "Branch cannot be merged"})
+            change.state = "merged"
+            for number in change.closes:  # "Closes #N" closes the issue when the MR is merged
+                project.issues[number].state = "closed"
+            return 200, self._mr_json(change, web, project_id), {}
         raise _Error(404, {"message": "404 Not Found"})
+
+    @staticmethod
+    def _reviewers_json(change: FakeChange) -> list[JSON]:
+        # GET /projects/:id/merge_requests/:iid/reviewers
+        names = [*change.approved_by, *(n for n in change.requested_changes_by if n not in change.approved_by)]
+        return [
+            {"user": {"id": 100 + i, "username": name, "name": name.title()}, "created_at": "2026-01-01T00:00:00Z",
+             "state": "requested_changes" if name in change.requested_changes_by else "approved"}
+            for i, name in enumerate(names)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _notes_json(change: FakeChange) -> list[JSON]:
+        # GET /projects/:id/merge_requests/:iid/notes, with one system note as GitLab adds them
+        notes: list[JSON] = [
+            {"id": 1, "body": "requested review", "system": True, "author": {"username": change.author}}
+        ]
+        notes += [{"id": 2 + i, "body": body, "system": False, "author": {"username": name}}
+                  for i, (name, body) in enumerate(change.said.items())]  # fmt: skip
+        return notes
 
     @staticmethod
     def _mr_json(change: FakeChange, web: str, project_id: int) -> JSON:
@@ -434,6 +473,17 @@ class FakeGitHub(FakeTracker):
                 return 200, chunk, headers
             if not rest[2:]:
                 return 200, self._pull_json(change, api), {}
+        if len(rest) == 3 and rest[0] == "pulls" and rest[1].isdigit() and rest[2] == "merge" and method == "PUT":
+            change = project.changes.get(int(rest[1]))
+            if change is None:
+                raise _Error(404, {"message": "Not Found"})
+            if change.state != "open" or change.draft or change.has_conflicts:
+                raise _Error(405, {"message": "Pull Request is not mergeable"})
+            change.state = "merged"
+            project.issues[change.number].state = "closed"
+            for number in change.closes:
+                project.issues[number].state = "closed"
+            return 200, {"sha": "c" * 40, "merged": True, "message": "Pull Request successfully merged"}, {}
         raise _Error(404, {"message": "Not Found"})
 
     def add_change(self, title: str = "Change", **fields: Any) -> int:
@@ -480,7 +530,8 @@ class FakeGitHub(FakeTracker):
         # GET /repos/{o}/{r}/pulls/{n}/reviews, oldest first
         return {
             "id": 80000 + change.number * 100 + index, "user": {"login": login, "id": 200 + index},
-            "body": "", "state": verdict, "submitted_at": f"2026-01-01T00:{index:02d}:00Z", "commit_id": "a" * 40,
+            "body": change.said.get(login, ""), "state": verdict, "submitted_at": f"2026-01-01T00:{index:02d}:00Z",
+            "commit_id": "a" * 40,
         }  # fmt: skip
 
     def _issue_route(self, method: str, rest: list[str], issue: FakeIssue, project: FakeProject,

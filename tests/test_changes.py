@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devclaw.errors import NotFoundError, WorkflowError
-from devclaw.state import ChangeSettings, Project, TrackerConfig
+from devclaw.state import ChangeSettings, Project, ReviewSettings, TrackerConfig
 from devclaw.trackers.base import ChangeRequest
 from devclaw.workflow import Label
 from devclaw.workspace import Workspace
@@ -170,9 +170,16 @@ def test_a_local_link_again_updates_it_and_keeps_its_number(tmp_path: Path) -> N
 
 
 @contextlib.contextmanager
-def workspace(kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Iterator[Harness]:
-    """One project on a fresh ``kind`` tracker, its ``changes`` settings as given, with an issue on Doing
-    held by an active DEV worker (issue number in ``harness.issue``)."""
+def workspace(
+    kind: TrackerKind,
+    ws: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+    review: str = "skip",
+    review_merge: bool = False,
+    **changes: Any,
+) -> Iterator[Harness]:
+    """One project on a fresh ``kind`` tracker, its ``changes`` settings and review policy as given, with an
+    issue on Doing held by an active DEV worker (issue number in ``harness.issue``)."""
     from devclaw.registry import register_project
 
     settings = ChangeSettings(**changes)
@@ -187,7 +194,13 @@ def workspace(kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch,
         stack = mount_responses(fake, base_url)
         config = TrackerConfig(provider=kind, path=fake.path, base_url=base_url, token_env=TOKEN_ENV)
     with stack:
-        project = Project(name="webapp", base_branch="develop", tracker=config, changes=settings)
+        project = Project(
+            name="webapp",
+            base_branch="develop",
+            tracker=config,
+            changes=settings,
+            review=ReviewSettings(policy=review, merge=review_merge),
+        )
         register_project(ws, GROUP, project)
         tracker = ws.tracker(ws.store.read().project(GROUP))
         harness = Harness(kind, tracker, fake, db=ws.memory / "tracker.sqlite3")
@@ -299,7 +312,7 @@ def test_the_defaults_follow_the_tracker(ws: Workspace) -> None:
     assert Project(name="a", tracker=TrackerConfig(provider="gitlab")).changes_required is True
     assert Project(name="a", tracker=TrackerConfig(provider="github")).changes_required is True
     explicit = Project(name="a", tracker=TrackerConfig(provider="github"), changes=ChangeSettings(required=False))
-    assert explicit.changes_required is False and explicit.changes.must_be_merged is True
+    assert explicit.changes_required is False and explicit.must_be_merged is True
 
 
 def test_an_invalid_changes_setting_is_refused_naming_the_field(ws: Workspace) -> None:
@@ -431,3 +444,31 @@ def test_a_retried_done_and_a_repeated_qa_pickup_name_the_same_change(
         repeat = call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
         assert repeat["repeated"] is True and repeat["taskMessage"] == qa["taskMessage"]
         assert f"{url} (merged), branch login into main" in qa["taskMessage"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_qa_pass_is_refused_while_the_change_is_unmerged_so_nothing_reaches_done_unmerged(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, required=True) as h:
+        issue: int = h.issue  # type: ignore[attr-defined]
+        url = h.add_change(issue, state="merged")
+        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        if h.fake is not None:  # reverted on the host after DEV done: open again
+            h.fake.project.changes[int(url.rsplit("/", 1)[1])].state = "open"
+        else:
+            h.add_change(issue, state="open")  # the embedded tracker: the same URL linked again as open
+            subprocess.run([PYTHON, "-m", "devclaw", "--workspace", str(ws.root), "issue", "link-mr", GROUP,
+                            str(issue), url, "--state", "open"], check=True, capture_output=True)  # fmt: skip
+        before = snapshot(ws)
+        with pytest.raises(WorkflowError) as caught:
+            call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="pass")
+        assert caught.value.type == "change_required"
+        assert f'QA "pass" refused for issue #{issue} on webapp' in caught.value.message
+        assert "the issue stays on Testing" in caught.value.message
+        assert snapshot(ws)[0] == before[0] and h.labels_of(issue) == ["Testing"]
+        call(
+            ws, "task_complete", projectGroupId=GROUP, role="qa", result="fail", summary="not merged"
+        )  # fail is not gated
+        assert h.labels_of(issue) == ["To Improve"]

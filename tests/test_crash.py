@@ -17,7 +17,7 @@ import pytest
 from devclaw.faults import CRASH_ENV, CRASH_POINTS
 from devclaw.state import ProjectsFile
 from devclaw.trackers.local import LocalTracker
-from devclaw.workflow import ACTIVE_LABEL, ROLES, Label
+from devclaw.workflow import DEFAULT, Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, NO_CHANGES, PYTHON, call, local_tracker, new_issue
 
@@ -108,12 +108,14 @@ def disagreements(ws: Workspace, tracker: LocalTracker) -> list[str]:
     """Every way the tracker's Doing/Testing issues and the workers of projects.json disagree."""
     project = ws.store.read().project(GROUP)
     problems = []
-    for role in ROLES:
+    for role in DEFAULT.roles:
         worker = project.worker(role)
-        on_label = {issue.id for issue in tracker.list_issues(ACTIVE_LABEL[role])}
+        on_label = {issue.id for issue in tracker.list_issues(DEFAULT.roles[role].active_label)}
         tracked = {int(worker.issue_id)} if worker.active and worker.issue_id else set()
         if on_label != tracked:
-            problems.append(f"{role}: on {ACTIVE_LABEL[role]} {sorted(on_label)}, worker tracks {sorted(tracked)}")
+            problems.append(
+                f"{role}: on {DEFAULT.roles[role].active_label} {sorted(on_label)}, worker tracks {sorted(tracked)}"
+            )
     return problems
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from devclaw.errors import DevclawError, InputError, TrackerError, WorkflowError
-from devclaw.workflow import Label
+from devclaw.workflow import DEFAULT
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, NO_CHANGES, add_local_project, call, local_tracker, new_issue, snapshot
 from tests.fakes import GITHUB_URL, GITLAB_URL, KINDS, REMOTE_KINDS, TrackerKind, make_fake, mount_responses
@@ -395,8 +395,8 @@ def test_project_add_whose_label_creation_reply_is_lost_converges_on_retry(
         assert list(ws.audit.records(event="project_register")) == []
         assert len(fake.project.labels) == 1
         result = register(ws, kind, base_url)  # the same call again
-    assert result["labelsCreated"] == [label.value for label in Label][1:]
-    assert sorted(fake.project.labels) == sorted(label.value for label in Label)  # each once
+    assert result["labelsCreated"] == list(DEFAULT.states)[1:]
+    assert sorted(fake.project.labels) == sorted(DEFAULT.states)  # each once
     assert GROUP in ws.store.read().projects
     assert len(list(ws.audit.records(event="project_register"))) == 1
 

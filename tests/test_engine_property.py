@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devclaw.errors import DevclawError
-from devclaw.workflow import ACTIVE_LABEL, ROLES
+from devclaw.workflow import DEFAULT
 from devclaw.workspace import Workspace
 from tests.conftest import add_local_project, call, local_tracker, new_issue
 
@@ -94,8 +94,8 @@ def violations(ws: Workspace) -> list[str]:
     for n, group in enumerate(GROUPS):
         project = state.project(group)
         tracker = local_tracker(ws, f"p{n}")
-        for role_name in ROLES:
-            label = ACTIVE_LABEL[role_name]
+        for role_name in DEFAULT.roles:
+            label = DEFAULT.roles[role_name].active_label
             on_label = {i.id for i in tracker.list_issues(label) if i.state == "open"}
             workers = Counter(int(w.issue_id) for _, w in project.active_slots(role_name) if w.issue_id is not None)
             for issue, count in workers.items():

@@ -446,3 +446,26 @@ def test_a_log_that_cannot_be_read_is_said_and_the_board_still_shows(workspace: 
         wait_for(lambda: project(observer.state(), GROUP)["queues"]["readAt"], "the first queue read")
         page = observer.get("/").text
         assert "the audit log cannot be read" in page and "queues read" in page
+
+
+def test_a_projects_own_workflow_is_what_the_board_and_triage_show(workspace: Path, tmp_path: Path) -> None:
+    custom = tmp_path / "workflow.json"
+    custom.write_text(json.dumps({
+        "states": {"To Do": {"label": "Backlog"}, "Blocked": {}},
+        "transitions": {"Testing": {"qa_refine": "Blocked"}, "Blocked": {"human": "To Do"}},
+    }))  # fmt: skip
+    devclaw(workspace, "project", "edit", GROUP, "--workflow", str(custom))
+    # The demo's #3 is on "To Do": relabelled as the project now calls it; #2 waits for a person on Blocked.
+    devclaw(workspace, "issue", "label", GROUP, "3", "Backlog", "--force")
+    devclaw(workspace, "issue", "label", GROUP, "2", "Blocked", "--force")
+    with Observer(workspace, "--refresh", "3600") as running:
+        wait_for(lambda: project(running.state(), GROUP)["queues"]["readAt"], "the first queue read")
+        queues = project(running.state(), GROUP)["queues"]
+        assert queues["labels"]["To Do"] == "Backlog" and queues["labels"]["Blocked"] == "Blocked"
+        assert [i["id"] for i in queues["issues"]["To Do"]] == [3]
+        assert [i["id"] for i in queues["issues"]["Blocked"]] == [2]
+        assert list(queues["counts"]) == ["To Improve", "To Test", "To Do", "Refining", "Blocked", "Planning"]
+        live = running.get("/").text
+        assert re.search(r"<h3>Backlog <span", live) and re.search(r"<h3>Blocked <span", live)
+        triage = running.get("/triage").text
+        assert "#2" in triage and "Blocked" in triage

@@ -14,6 +14,7 @@ from devclaw.observe.board import IssueItem, QueueSnapshot, worker_rows
 from devclaw.observe.feed import AuditFeed
 from devclaw.observe.history import History
 from devclaw.state import Project, ProjectsFile, Worker
+from devclaw.workflow import DEFAULT
 
 GROUP = "-100"
 
@@ -219,10 +220,10 @@ def test_worker_rows_give_each_role_its_slot() -> None:
 def test_a_move_from_the_log_is_applied_to_the_last_read(target: str, lists: dict[str, list[int]]) -> None:
     item = IssueItem(7, "Seven", "http://t/7", "")
     snapshot = QueueSnapshot(issues={"To Do": [item], "Doing": []}, fetched_at=0.0)
-    assert snapshot.move(7, target)
+    assert snapshot.move(7, target, DEFAULT)
     assert snapshot.issues is not None
     assert {label: [i.id for i in items] for label, items in snapshot.issues.items()} == lists
-    assert not snapshot.move(99, "Doing")  # an issue the last read did not list: nothing to move
+    assert not snapshot.move(99, "Doing", DEFAULT)  # an issue the last read did not list: nothing to move
 
 
 def _big_log(path: Path, chunks: float) -> int:

@@ -254,3 +254,14 @@ def test_the_callers_usage_wins_and_an_unreadable_session_is_said_once(
     assert by_issue[second] is None  # its session cannot be read: recorded without tokens
     [warning] = host["warnings"]
     assert "agent:main:subagent:gone-1" in warning and "without tokens" in warning
+
+
+def test_loop_js_knows_every_roles_verdicts_as_the_workflow_table_spells_them() -> None:
+    node = shutil.which("node")
+    assert node, "node (>= 20) must be on PATH to load loop.js"
+    script = 'import { VERDICTS } from "./loop.js"; console.log(JSON.stringify(VERDICTS));'
+    done = subprocess.run([node, "--input-type=module", "-e", script], cwd=REPO, capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    from devclaw.workflow import ROLES
+
+    assert json.loads(done.stdout) == {name: {r.upper(): r for r in spec.results} for name, spec in ROLES.items()}

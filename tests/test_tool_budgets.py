@@ -21,7 +21,7 @@ import pytest
 
 from devclaw.errors import ConfigError, TrackerAuthError, TrackerError
 from devclaw.state import ChangeSettings, Project, TrackerConfig
-from devclaw.workflow import Label
+from devclaw.workflow import DEFAULT, Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, call
 from tests.fakes import (
@@ -97,7 +97,7 @@ def registered(
     base_url = GITLAB_URL if kind == "gitlab" else GITHUB_URL
     with mount_responses(fake, base_url):
         result = register(ws, kind, base_url, changes=changes)
-        assert result["labelsCreated"] == [label.value for label in Label]
+        assert result["labelsCreated"] == list(DEFAULT.states)
         assert len(fake.log) == 1 + 8  # one listing, one create per missing label
         yield Setup(kind, ws, fake)
 
@@ -143,7 +143,8 @@ def test_a_full_lifecycle_stays_within_the_request_budget(setup: Setup) -> None:
         ("task_pickup", {"issueId": issue, "role": "dev"}, 2),  # To Improve -> Doing, session reused
         ("task_complete", {"role": "dev", "result": "done"}, 2 + lookup),
         ("task_pickup", {"issueId": issue, "role": "qa"}, 2 + lookup),
-        ("task_complete", {"role": "qa", "result": "pass"}, 2),  # closes the issue in the same write
+        # closes the issue in the same write, once its change is found merged (nothing reaches Done unmerged)
+        ("task_complete", {"role": "qa", "result": "pass"}, 2 + lookup),
         ("queue_status", {}, 3),
         ("session_health", {"activeSessions": [DEV_SESSION, QA_SESSION]}, 0),
     ]

@@ -35,7 +35,7 @@ def worker(ws: Workspace, role: str) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in ("lastCompletion", "usage")}
 
 
-def label_of(tracker: LocalTracker, issue: int) -> Label | None:
+def label_of(tracker: LocalTracker, issue: int) -> str | None:
     return tracker.get_issue(issue).label
 
 
@@ -303,9 +303,9 @@ def test_projects_json_keeps_a_backup_of_the_last_good_version(ws: Workspace, tr
         ("task_pickup", {"role": "dev", "projectGroupId": GROUP}, "issueId: Field required"),
         ("task_pickup", {"issueId": "abc", "role": "dev", "projectGroupId": GROUP}, "issueId: Input should be a valid integer"),
         ("task_pickup", {"issueId": 0, "role": "dev", "projectGroupId": GROUP}, "issueId: Input should be greater than or equal to 1"),
-        ("task_pickup", {"issueId": 1, "role": "ops", "projectGroupId": GROUP}, "role: Input should be 'dev' or 'qa'"),
+        ("task_pickup", {"issueId": 1, "role": "ops", "projectGroupId": GROUP}, "role: Input should be 'dev', 'qa' or 'reviewer'"),
         ("task_pickup", {"issueId": 1, "role": "dev", "projectGroupId": GROUP, "extra": 1}, "extra: Extra inputs are not permitted"),
-        ("task_complete", {"role": "dev", "result": "ok", "projectGroupId": GROUP}, "result: Input should be 'done', 'pass', 'fail' or 'refine'"),
+        ("task_complete", {"role": "dev", "result": "ok", "projectGroupId": GROUP}, "result: Input should be 'done', 'pass', 'fail', 'refine', 'approve' or 'reject'"),
         ("session_health", {"activeSessions": "abc"}, "activeSessions: Input should be a valid list"),
         ("queue_status", [], "parameters must be a JSON object"),
     ],

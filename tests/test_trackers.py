@@ -16,7 +16,7 @@ import pytest
 
 from devclaw.errors import ConfigError, DevclawError, NotFoundError, TrackerAuthError, TrackerError
 from devclaw.trackers.base import Issue
-from devclaw.workflow import COLOURS, Label
+from devclaw.workflow import DEFAULT, Label
 from tests.fakes import (
     GITHUB_URL,
     GITLAB_URL,
@@ -72,7 +72,7 @@ def error_chain(exc: BaseException) -> str:
 def test_get_issue_converts_to_our_issue_in_one_request(h: Harness) -> None:
     number = h.seed("Add login page", ["To Do", *FOREIGN], description="A form.")
     issue = h.tracker.get_issue(number)
-    assert issue == Issue(number, "Add login page", "A form.", "open", issue.labels, issue.url)
+    assert issue == Issue(number, "Add login page", "A form.", "open", issue.labels, issue.url, Label.TO_DO)
     assert set(issue.labels) == {"To Do", *FOREIGN} and issue.label is Label.TO_DO
     assert issue.url.endswith(f"/{number}")
     assert len(h.wire_requests()) == budget(h, 1)
@@ -226,11 +226,10 @@ def test_add_comment_in_one_request(h: Harness) -> None:
 
 def test_ensure_labels_creates_the_missing_ones_once(h: Harness) -> None:
     created = h.tracker.ensure_labels()
-    assert created == [label.value for label in Label]
+    assert created == [spec.label for spec in DEFAULT.states.values()]
     colours = h.label_colours()
-    for label in Label:
-        expected = COLOURS[label] if h.kind != "github" else COLOURS[label].lstrip("#")
-        assert colours[label.value] == expected
+    for spec in DEFAULT.states.values():
+        assert colours[spec.label] == (spec.colour if h.kind != "github" else spec.colour.lstrip("#"))
     assert len(h.wire_requests()) == budget(h, 1 + 8)
     h.forget_requests()
     assert h.tracker.ensure_labels() == []
@@ -242,7 +241,7 @@ def test_ensure_labels_keeps_existing_labels_and_their_colours(kind: TrackerKind
     with open_harness(kind, tmp_path) as h:
         assert h.fake is not None
         h.fake.project.labels.update({"To Do": "000000", "Done": "111111", "bug": "222222"})
-        assert h.tracker.ensure_labels() == [label.value for label in Label if label.value not in ("To Do", "Done")]
+        assert h.tracker.ensure_labels() == [s for s in DEFAULT.states if s not in ("To Do", "Done")]
         assert h.fake.project.labels["To Do"] == "000000"
         assert len(h.wire_requests()) == 1 + 6
 
@@ -254,7 +253,7 @@ def test_ensure_labels_tolerates_a_label_created_concurrently(kind: TrackerKind,
         # Someone else creates "Planning" between our listing and our POST: the server says so.
         h.fake.fail(409 if kind == "gitlab" else 422, method="POST", body=conflict(kind))
         created = h.tracker.ensure_labels()
-        assert created == [label.value for label in Label if label is not Label.PLANNING]
+        assert created == [s for s in DEFAULT.states if s != Label.PLANNING]
         assert len(h.fake.requests("POST")) == 8
 
 

@@ -13,12 +13,9 @@ from devclaw.inputs import normalize_group_id
 from devclaw.state import Project, Worker
 from devclaw.tools.common import WorkerView, duration_text
 from devclaw.tools.queue import ProjectQueue, QueueItem, collect_queues
-from devclaw.workflow import QUEUES, Label
+from devclaw.workflow import DEFAULT, Event, Workflow
 from devclaw.workspace import Workspace
 
-_QUEUE_TITLES = {key: label.value for key, label in QUEUES}
-#: Issues no tool picks up: a person moves them to To Do (`devclaw issue label`).
-HUMAN_QUEUES = (Label.REFINING, Label.PLANNING)
 _SHOWN = 5
 
 
@@ -54,9 +51,11 @@ def render(row: ProjectQueue, ws: Workspace, project: Project | None = None) -> 
         assert row.error is not None
         lines.append("  " + paint(f"queues unavailable: {row.error.message}", "red"))
         return "\n".join(lines)
+    workflow = project.effective_workflow() if project is not None else DEFAULT
     queues = row.queue.model_dump(by_alias=True)
-    for key, title in _QUEUE_TITLES.items():
-        items = [QueueItem.model_validate(item) for item in queues[key]]
+    for key, state in workflow.queues:
+        title = workflow.label(state)
+        items = [QueueItem.model_validate(item) for item in queues.get(key) or []]
         lines.append(f"  {title + ':':<12}{_items(items)}")
     if project is not None:
         lines += _human_queues(ws, project)
@@ -64,17 +63,26 @@ def render(row: ProjectQueue, ws: Workspace, project: Project | None = None) -> 
 
 
 def _human_queues(ws: Workspace, project: Project) -> list[str]:
+    """Issues no tool picks up: a person moves them on (`devclaw issue label`)."""
+    workflow = project.effective_workflow()
+    states = workflow.waiting_for_a_person()
     try:
         tracker = ws.tracker(project)
-        held = {label: tracker.list_issues(label) for label in HUMAN_QUEUES}
+        held = {state: tracker.list_issues(state) for state in states}
     except DevclawError as exc:
-        return ["  " + paint(f"Refining/Planning unavailable: {exc.message}", "red")]
+        names = "/".join(workflow.label(state) for state in states)
+        return ["  " + paint(f"{names} unavailable: {exc.message}", "red")]
     lines = []
-    for label, issues in held.items():
+    for state, issues in held.items():
         items = [QueueItem(id=issue.id, title=issue.title) for issue in issues]
-        waiting = paint("  (waiting for a person: devclaw issue label ... 'To Do')", "dim") if items else ""
-        lines.append(f"  {label.value + ':':<12}{_items(items)}{waiting}")
+        waiting = paint(f"  (waiting for a person: {_human_hint(workflow, state)})", "dim") if items else ""
+        lines.append(f"  {workflow.label(state) + ':':<12}{_items(items)}{waiting}")
     return lines
+
+
+def _human_hint(workflow: Workflow, state: str) -> str:
+    target = workflow.label(workflow.next(state, Event.HUMAN))
+    return f"devclaw issue label ... '{target}'"
 
 
 def _worker(title: str, view: WorkerView, worker: Worker | None, now: datetime) -> str:

@@ -89,7 +89,7 @@ class Demo:
         register_project(ws, GROUP, project)
         tracker = ws.tracker(ws.store.read().project(GROUP))
         for title, description in ISSUES:
-            tracker.create_issue(title, description, (Label.TO_DO.value,))
+            tracker.create_issue(title, description, (tracker.workflow.label(Label.TO_DO),))
         self.say(
             "1. Project 'webapp' registered on the embedded tracker, with 3 issues in To Do; DEV done needs a "
             "merged merge request (changes.required)."

@@ -1,7 +1,7 @@
 """``devclaw doctor``: a preflight of the workspace and every project, as a readable report or JSON.
 
 Checks: projects.json parses and validates; the audit log can be appended to; per project, the tracker
-is reachable and accepts the token, the eight workflow labels exist, and ``repo`` is a git checkout
+is reachable and accepts the token, the workflow labels of its workflow exist, and ``repo`` is a git checkout
 whose ``origin`` is the tracker's project. Exit 0 when nothing is an error (warnings allowed), 1 otherwise.
 
 The label check goes through ``Tracker.ensure_labels`` (one list request, the only read of labels the
@@ -213,7 +213,7 @@ def _tracker_checks(ws: Workspace, group_id: str, project: Project) -> list[Find
             )
         )
     else:
-        found.append(Finding(group_id, "labels", "ok", f"all {len(Label)} workflow labels present"))
+        found.append(Finding(group_id, "labels", "ok", f"all {len(tracker.workflow.states)} workflow labels present"))
     return found
 
 

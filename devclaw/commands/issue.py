@@ -19,7 +19,7 @@ from devclaw.state import Project, ProjectsFile
 from devclaw.trackers import Tracker
 from devclaw.trackers.base import CHANGE_STATES, ChangeRequest
 from devclaw.trackers.local import LocalTracker
-from devclaw.workflow import Label, current_label, human_move, parse_label
+from devclaw.workflow import Event, State
 from devclaw.workspace import Workspace
 
 
@@ -78,13 +78,15 @@ def run_create(ws: Workspace, args: argparse.Namespace) -> int:
     title = " ".join(args.title.split())
     if not title:
         raise InputError("--title must not be empty")
-    label = parse_label(args.label) if args.label else Label.PLANNING
     _, tracker = _open(ws, args.group_id, writing=True)
-    created = tracker.create_issue(title, args.description, (label.value,))
+    workflow = tracker.workflow
+    state = workflow.parse(args.label) if args.label else workflow.initial
+    created = tracker.create_issue(title, args.description, (workflow.label(state),))
     if not args.label:
+        ready = workflow.label(workflow.next(state, Event.HUMAN))
         print(
-            f"devclaw: issue #{created.id} is on Planning; when it is ready: "
-            f"devclaw issue label {args.group_id.strip()} {created.id} 'To Do'",
+            f"devclaw: issue #{created.id} is on {workflow.label(state)}; when it is ready: "
+            f"devclaw issue label {args.group_id.strip()} {created.id} '{ready}'",
             file=sys.stderr,
         )
     print_json(created.as_json())
@@ -105,9 +107,9 @@ def run_label(ws: Workspace, args: argparse.Namespace) -> int:
 def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, force: bool = False) -> dict[str, Any]:
     """The human move (Planning/Refining -> To Do; anything else with ``force``): the one code path for
     ``devclaw issue label`` and every other front end that lets a person move an issue. Returns the issue."""
-    target = parse_label(label)
     group_id = normalize_group_id(group_id)
-    _open(ws, group_id, writing=True)
+    _, tracker = _open(ws, group_id, writing=True)
+    target = tracker.workflow.parse(label)
     decide = lambda state: decide_label(ws, state, group_id, issue_id, target, force)  # noqa: E731
     mutate(ws, group_id, decide)
     return ws.tracker(ws.store.read().project(group_id)).get_issue(issue_id).as_json()
@@ -119,11 +121,12 @@ class LabelResult(BaseModel):
 
 
 def decide_label(
-    ws: Workspace, state: ProjectsFile, group_id: str, issue_id: int, target: Label, force: bool
+    ws: Workspace, state: ProjectsFile, group_id: str, issue_id: int, target: State, force: bool
 ) -> Plan[LabelResult]:
     project = state.project(group_id)
-    issue = ws.tracker(project).get_issue(issue_id)
-    human_move(current_label(issue.labels), target, force=force)
+    tracker = ws.tracker(project)
+    issue = tracker.get_issue(issue_id)
+    tracker.workflow.human_move(issue.label, target, force=force)
     if issue.label == target:  # already there (a retry whose first try landed): nothing to do, nothing to log
         return Plan(
             tool="issue_label",
@@ -147,17 +150,17 @@ def decide_label(
 
 def run_list(ws: Workspace, args: argparse.Namespace) -> int:
     _, tracker = _open(ws, args.group_id)
-    label = parse_label(args.label) if args.label else None
+    label = tracker.workflow.parse(args.label) if args.label else None
     issues = tracker.list_issues(label)
     if args.json:
         print_json([issue.as_json() for issue in issues])
         return 0
     if not issues:
-        print("No open issues" + (f" on {label}" if label else "") + ".")
+        print("No open issues" + (f" on {tracker.workflow.label(label)}" if label else "") + ".")
         return 0
     table = Table(("id", "label", "title"))
     for issue in issues:
-        table.add(f"#{issue.id}", issue.label or "-", issue.title)
+        table.add(f"#{issue.id}", tracker.workflow.label(issue.label) if issue.label else "-", issue.title)
     print(table.render())
     return 0
 

@@ -8,14 +8,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import json5
+from pydantic import ValidationError
+
 from devclaw.cli import print_json, print_warning
 from devclaw.commands.doctor import _git
 from devclaw.commands.table import Table
 from devclaw.errors import InputError
 from devclaw.inputs import normalize_group_id
 from devclaw.registry import register_project, remove_project
-from devclaw.state import ChangeSettings, Project, TrackerConfig
-from devclaw.workflow import Role
+from devclaw.state import ChangeSettings, Project, TrackerConfig, WorkflowSettings, describe_invalid
+from devclaw.workflow import REVIEW_POLICIES, Role
 from devclaw.workspace import Workspace
 
 # option -> (Project field, help); tracker options are kept apart because they live in `tracker`.
@@ -70,16 +73,25 @@ def _options(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     for option, (_, text) in _CHANGE_OPTIONS.items():
         flag = option.replace("_", "-")
         parser.add_argument("--" + flag, dest=option, action=argparse.BooleanOptionalAction, default=None, help=text)
+    parser.add_argument("--review", dest="review_policy", choices=REVIEW_POLICIES,
+                        help="the review stage between DEV done and QA: skip (none, the default), human (people "
+                             "review the merge/pull request), agent (a reviewer worker); see docs/WORKFLOW.md")  # fmt: skip
+    parser.add_argument("--review-merge", dest="review_merge", action=argparse.BooleanOptionalAction, default=None,
+                        help="with --review human: devclaw merges an approved change (default: a person does)")  # fmt: skip
+    parser.add_argument("--workflow", dest="workflow_file", metavar="FILE",
+                        help="a JSON file with the project's own states and moves (docs/WORKFLOW.md)")  # fmt: skip
 
 
 def run_add(ws: Workspace, args: argparse.Namespace) -> int:
     group_id = normalize_group_id(args.group_id)
     fields = _given(args)
-    project = Project.model_validate(
+    project = _validated(
         {
             **fields["project"],
-            "tracker": TrackerConfig(**fields["tracker"]),
-            "changes": ChangeSettings(**fields["changes"]),
+            "tracker": TrackerConfig(**fields["tracker"]).model_dump(),
+            "changes": ChangeSettings(**fields["changes"]).model_dump(),
+            "review": fields["review"],
+            **({"workflow": fields["workflow"]} if "workflow" in fields else {}),
         }
     )
     ws.create().require_writable()
@@ -98,13 +110,43 @@ def run_edit(ws: Workspace, args: argparse.Namespace) -> int:
     if tracker.provider != current.tracker.provider and "path" not in fields["tracker"]:
         tracker.path = None  # the old path named a project on another tracker
     changes = current.changes.model_copy(update=fields["changes"])
-    project = current.model_copy(update={**fields["project"], "tracker": tracker, "changes": changes})
-    print_json({"success": True, **register_project(ws, group_id, Project.model_validate(project.model_dump()),
-                                                     update=True)})  # fmt: skip
+    data = current.model_copy(update={**fields["project"], "tracker": tracker, "changes": changes}).model_dump()
+    data["review"] = {**data["review"], **fields["review"]}
+    if "workflow" in fields:
+        data["workflow"] = fields["workflow"]
+    project = _validated(data)
+    busy = [role for role, _, worker in current.every_worker() if worker.active and role not in project.roles]
+    if busy:
+        raise InputError(
+            f"A {busy[0]} worker of {current.name} is active, and the new review policy has no {busy[0]} role: "
+            "let it finish (or free it with session_health) before changing the policy"
+        )
+    print_json({"success": True, **register_project(ws, group_id, project, update=True)})
     return 0
 
 
-def _given(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def _validated(data: dict[str, Any]) -> Project:
+    try:
+        return Project.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"Invalid project settings: {describe_invalid(exc)}") from None
+
+
+def _workflow_file(text: str) -> dict[str, Any]:
+    """``--workflow FILE``: the ``workflow`` section, read and checked as projects.json would be."""
+    try:
+        data = json5.loads(Path(text).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--workflow {text}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise InputError(f"--workflow {text}: not JSON ({exc})") from None
+    try:
+        return WorkflowSettings.model_validate(data).model_dump(mode="json", by_alias=True)
+    except ValidationError as exc:
+        raise InputError(f"--workflow {text}: {describe_invalid(exc, prefix='workflow')}") from None
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (None means not given), ``--repo`` made absolute."""
     project = {field: getattr(args, option) for option, (field, _) in _PROJECT_OPTIONS.items()
                if getattr(args, option) is not None}  # fmt: skip
@@ -112,13 +154,21 @@ def _given(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                if getattr(args, option) is not None}  # fmt: skip
     changes = {field: getattr(args, option) for option, (field, _) in _CHANGE_OPTIONS.items()
                if getattr(args, option) is not None}  # fmt: skip
+    review: dict[str, Any] = {}
+    if args.review_policy is not None:
+        review["policy"] = args.review_policy
+    if args.review_merge is not None:
+        review["merge"] = args.review_merge
     if args.provider is not None:
         tracker["provider"] = args.provider
     if "name" in project and not project["name"].strip():
         raise InputError("--name must not be empty")
     if project.get("repo"):
         project["repo"] = absolute_repo(project["repo"])
-    return {"project": project, "tracker": tracker, "changes": changes}
+    given: dict[str, Any] = {"project": project, "tracker": tracker, "changes": changes, "review": review}
+    if args.workflow_file is not None:
+        given["workflow"] = _workflow_file(args.workflow_file)
+    return given
 
 
 def absolute_repo(text: str) -> str:

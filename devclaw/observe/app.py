@@ -208,7 +208,7 @@ class Site:
         rendered = self._live_pages.get(fragment)
         if rendered is None or rendered.key != key or now >= rendered.expires_at:
             state = state_view(self.obs, now)
-            html = self.render(fragment, "live", state=state, labels=[label.value for label in _shown()])
+            html = self.render(fragment, "live", state=state)
             rendered = self._live_pages[fragment] = RenderedPage(key, html, self._grace_ends(state, now))
         return HTMLResponse(_times_since(rendered.html, now), headers={"Cache-Control": "no-store"})
 
@@ -311,14 +311,14 @@ class Site:
             )
         try:
             group_id, issue_id = _target(fields)
-            moved = await asyncio.to_thread(label_issue, self.obs.ws, group_id, issue_id, Label.TO_DO.value)
+            moved = await asyncio.to_thread(label_issue, self.obs.ws, group_id, issue_id, Label.TO_DO)
         except DevclawError as exc:
             if is_form:
                 return _back_to_triage(error_payload(exc)["message"], failed=True)
             return _error(exc, 404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, InputError) else 409)
-        snapshot = self.obs.board.snapshots.get(group_id)
-        if snapshot is not None:
-            snapshot.move(issue_id, Label.TO_DO.value)
+        snapshot, project = self.obs.board.snapshots.get(group_id), self.obs.state.projects.get(group_id)
+        if snapshot is not None and project is not None:
+            snapshot.move(issue_id, Label.TO_DO, project.effective_workflow())
         self.obs.request_read(group_id)
         self.obs.bump()
         if is_form:
@@ -339,12 +339,6 @@ def _json(data: Any, status_code: int = 200) -> Response:
     return Response(
         redact(text), status_code=status_code, media_type="application/json", headers={"Cache-Control": "no-store"}
     )
-
-
-def _shown() -> list[Label]:
-    from devclaw.observe.board import SHOWN_QUEUES
-
-    return list(SHOWN_QUEUES)
 
 
 def _same_origin(request: Request) -> bool:

@@ -10,12 +10,13 @@ from devclaw.errors import DevclawError, error_payload
 from devclaw.redact import redact
 from devclaw.state import Project, Worker
 from devclaw.trackers.base import Issue
-from devclaw.workflow import Label, Role, current_label
+from devclaw.workflow import Role, State, Workflow
 from devclaw.workspace import Workspace
 
-#: The queues the Live page shows, in this order: the work first, then what waits for a person.
-SHOWN_QUEUES: tuple[Label, ...] = (Label.TO_IMPROVE, Label.TO_TEST, Label.TO_DO, Label.REFINING, Label.PLANNING)
-WAITING_FOR_A_PERSON: tuple[Label, ...] = (Label.REFINING, Label.PLANNING)
+
+def shown_queues(workflow: Workflow) -> tuple[State, ...]:
+    """The queues the Live page shows, in this order: the work first, then what waits for a person."""
+    return (*(state for _, state in workflow.queues), *workflow.waiting_for_a_person())
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class QueueSnapshot:
                     return item
         return None
 
-    def move(self, issue_id: int, target: str) -> bool:
-        """Apply a move the audit log reported since the last read; whether the lists changed."""
+    def move(self, issue_id: int, target: State, workflow: Workflow) -> bool:
+        """Apply a move the audit log reported since the last read; whether the lists changed. An issue
+        moved to a final state (Done, Rejected) leaves the lists."""
         if self.issues is None:
             return False
         item = self.find(issue_id)
@@ -67,19 +69,18 @@ class QueueSnapshot:
         for label, items in self.issues.items():
             if label != target and item in items:
                 items.remove(item)
-        if target != Label.DONE.value and item not in self.issues.setdefault(target, []):
+        if workflow.transitions.get(target) and item not in self.issues.setdefault(target, []):
             self.issues[target].append(item)
             self.issues[target].sort(key=lambda i: i.id)
         return True
 
 
 def read_queues(ws: Workspace, project: Project) -> dict[str, list[IssueItem]]:
-    """One listing of the open issues (the provider pages it), grouped by workflow label."""
+    """One listing of the open issues (the provider pages it), grouped by workflow state."""
     grouped: dict[str, list[IssueItem]] = {}
     for issue in ws.tracker(project).list_issues(None):
-        label = current_label(issue.labels)
-        if label is not None:
-            grouped.setdefault(label.value, []).append(_item(issue))
+        if issue.label is not None:
+            grouped.setdefault(issue.label, []).append(_item(issue))
     return grouped
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from devclaw.workflow import Label
 
-#: How each workflow label reads as a stage of an issue's life.
+#: How each built-in workflow state reads as a stage of an issue's life (an extra state reads as its name).
 STAGE_NAMES: dict[str, str] = {
     Label.PLANNING.value: "planning",
     Label.TO_DO.value: "queued",
@@ -33,6 +33,8 @@ STAGE_NAMES: dict[str, str] = {
     Label.TESTING.value: "in QA",
     Label.TO_IMPROVE.value: "back for fixes",
     Label.REFINING.value: "waiting for a person",
+    Label.TO_REVIEW.value: "waiting for review",
+    Label.REVIEWING.value: "in review",
 }
 EVENT_WINDOW = 10_000
 #: The records that move an issue (the others, such as a refused call's ``error``, do not).

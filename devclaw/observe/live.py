@@ -175,10 +175,11 @@ class Observatory:
         if not (isinstance(move, str) and " → " in move and isinstance(group_id, str) and isinstance(issue_id, int)):
             return
         snapshot = self.board.snapshots.get(group_id)
+        project = self.state.projects.get(group_id)
         at = parse_ts(record.get("ts"))
-        if snapshot is None or snapshot.fetched_at is None or at is None or at < snapshot.fetched_at:
+        if snapshot is None or project is None or snapshot.fetched_at is None or at is None or at < snapshot.fetched_at:
             return
-        snapshot.move(issue_id, move.split(" → ", 1)[1])
+        snapshot.move(issue_id, move.split(" → ", 1)[1], project.effective_workflow())
 
     async def _refresh_queues(self) -> None:
         while True:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from devclaw.observe.board import SHOWN_QUEUES, WAITING_FOR_A_PERSON, QueueSnapshot, worker_rows
+from devclaw.observe.board import QueueSnapshot, shown_queues, worker_rows
 from devclaw.observe.history import STAGE_NAMES, DayStats, IssueHistory, UsageTotals, parse_ts
 from devclaw.observe.live import Observatory
 from devclaw.state import Project
@@ -53,7 +53,7 @@ def project_view(obs: Observatory, group_id: str, project: Project, now: float) 
         "workers": [
             _worker(obs, group_id, row.role, row.slot, row.worker, snapshot, now) for row in worker_rows(project)
         ],
-        "queues": _queues(obs, group_id, snapshot, now),
+        "queues": _queues(obs, group_id, project, snapshot, now),
         "health": _health(obs.history.last_health, group_id, now),
     }
 
@@ -88,20 +88,22 @@ def _number(text: str | None) -> int | None:
         return None
 
 
-def _queues(obs: Observatory, group_id: str, snapshot: QueueSnapshot, now: float) -> dict[str, Any]:
+def _queues(obs: Observatory, group_id: str, project: Project, snapshot: QueueSnapshot, now: float) -> dict[str, Any]:
     lists: dict[str, Any] | None = None
+    workflow = project.effective_workflow()
     if snapshot.issues is not None:
         lists = {}
-        for label in SHOWN_QUEUES:
+        for state in shown_queues(workflow):
             items = []
-            for item in snapshot.issues.get(label.value, []):
+            for item in snapshot.issues.get(state, []):
                 known = obs.history.issues.get((group_id, item.id))
                 entry = {"id": item.id, "title": item.title, "url": item.url}
-                if label == Label.REFINING:
+                if state == Label.REFINING:
                     entry["loopBrake"] = bool(known and known.braked)
                 items.append(entry)
-            lists[label.value] = items
+            lists[state] = items
     return {
+        "labels": {state: workflow.label(state) for state in shown_queues(workflow)},
         "readAt": iso(snapshot.fetched_at),
         "ageSeconds": round(now - snapshot.fetched_at) if snapshot.fetched_at is not None else None,
         "error": snapshot.error,
@@ -264,8 +266,9 @@ def triage_view(obs: Observatory) -> dict[str, Any]:
         snapshot = obs.board.snapshot(group_id)
         if snapshot.error is not None:
             errors.append({"groupId": group_id, "project": project.name, "error": snapshot.error})
-        for label in WAITING_FOR_A_PERSON:
-            for item in (snapshot.issues or {}).get(label.value, []):
+        workflow = project.effective_workflow()
+        for label in workflow.waiting_for_a_person():
+            for item in (snapshot.issues or {}).get(label, []):
                 known = obs.history.issues.get((group_id, item.id))
                 waiting.append(
                     {
@@ -274,7 +277,7 @@ def triage_view(obs: Observatory) -> dict[str, Any]:
                         "issue": item.id,
                         "title": item.title,
                         "url": item.url,
-                        "label": label.value,
+                        "label": workflow.label(label),
                         "reason": _reason(label, known, item.description),
                         "loopBrake": bool(known and known.braked),
                     }
@@ -282,9 +285,11 @@ def triage_view(obs: Observatory) -> dict[str, Any]:
     return {"issues": waiting, "errors": errors}
 
 
-def _reason(label: Label, known: IssueHistory | None, description: str) -> str:
+def _reason(label: str, known: IssueHistory | None, description: str) -> str:
     if label == Label.PLANNING:
         return description or "Planned: waiting for a person to approve it."
+    if label != Label.REFINING:
+        return description or f"On {label}: waiting for a person."
     if known is None:
         return "Moved to Refining outside the audit log (no QA feedback recorded)."
     if known.braked:

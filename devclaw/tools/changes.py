@@ -1,5 +1,6 @@
-"""The change gate: a result the workflow table marks ``change_gated`` (DEV "done") needs the issue's merge
-request or pull request, as the project's ``changes`` settings say.
+"""The change gate: a result the workflow table marks ``change_gated`` (DEV "done", QA "pass") needs the
+issue's merge request or pull request, as the project's ``changes`` settings say: so no issue reaches Done
+through devclaw with an unmerged change where merging is required.
 
 ``gate_change`` is a read inside the completion's decision: it refuses (``ChangeRequiredError``, a ``WorkflowError``, before anything
 is written) or returns the change the result names. With ``changes.required`` false it makes no request
@@ -12,6 +13,7 @@ from __future__ import annotations
 from devclaw.errors import ChangeRequiredError
 from devclaw.state import Project
 from devclaw.trackers.base import ChangeRequest, Issue, Tracker
+from devclaw.workflow import RoleSpec
 
 _PREFERENCE = ("merged", "ready", "draft", "closed")
 
@@ -29,28 +31,28 @@ def chosen_change(changes: tuple[ChangeRequest, ...]) -> ChangeRequest | None:
     return best[-1] if best else None
 
 
-def gate_change(tracker: Tracker, project: Project, group_id: str, issue: Issue) -> ChangeRequest | None:
-    """The issue's change when the project requires one; refuses DEV done without it, or with an unmerged
-    one when ``changes.mustBeMerged``. Costs ``tracker.changes_for`` when required, nothing otherwise."""
+def gate_change(
+    tracker: Tracker, project: Project, group_id: str, issue: Issue, spec: RoleSpec, result: str
+) -> ChangeRequest | None:
+    """The issue's change when the project requires one; refuses ``spec``'s ``result`` without it, or with
+    an unmerged one when ``changes.mustBeMerged``. Costs ``tracker.changes_for`` when required, else nothing."""
     if not project.changes_required:
         return None
     change = chosen_change(tracker.changes_for(issue.id))
     next_step = _NextStep(tracker, project, group_id, issue)
+    refused = f'{spec.title} "{result}" refused for issue #{issue.id} on {project.name}'
+    unchanged = f"Nothing was changed (the issue stays on {spec.active_label}, the worker stays active)"
     if change is None:
         where = "closes or mentions it" if next_step.url else "is linked to it"
-        raise ChangeRequiredError(_refusal(issue, project, f"no {tracker.change_noun} {where}", next_step.open()))
-    if project.changes.must_be_merged and change.state != "merged":
+        found = f"no {tracker.change_noun} {where}"
+        raise ChangeRequiredError(
+            f"{refused}: {found}. Next: {next_step.open()}; then call task_complete again. {unchanged}"
+        )
+    if project.must_be_merged and change.state != "merged":
         found = f"its {tracker.change_noun} {change.url} is {_describe(change)}, not merged"
         step = next_step.reopen(change) if change.state == "closed" else next_step.merge(change)
-        raise ChangeRequiredError(_refusal(issue, project, found, step))
+        raise ChangeRequiredError(f"{refused}: {found}. Next: {step}; then call task_complete again. {unchanged}")
     return change
-
-
-def _refusal(issue: Issue, project: Project, found: str, step: str) -> str:
-    return (
-        f'DEV "done" refused for issue #{issue.id} on {project.name}: {found}. Next: {step}; then call '
-        "task_complete again. Nothing was changed (the issue stays on Doing, the worker stays active)"
-    )
 
 
 class _NextStep:

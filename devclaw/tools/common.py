@@ -53,7 +53,10 @@ RoleParam = Annotated[
     Role,
     BeforeValidator(_role),
     AfterValidator(_one_of(tuple(ROLES))),
-    Field(description=" or ".join(f'"{name}"' for name in ROLES) + ".", json_schema_extra={"enum": list(ROLES)}),
+    Field(
+        description=" or ".join(f'"{name}"' for name in ROLES) + ' ("reviewer": projects with review policy "agent").',
+        json_schema_extra={"enum": list(ROLES)},
+    ),
 ]
 
 
@@ -89,11 +92,12 @@ class WorkerView(ToolResult):
 
 
 def slot_views(project: Project) -> dict[str, list[WorkerView]] | None:
-    """Every slot of every role, for a project with more than one worker of some role (else None: the
-    one-worker contract shows ``dev`` and ``qa`` only)."""
-    if all(len(project.slots(role)) == 1 and project.max_slots(role) == 1 for role in ROLES):
+    """Every slot of every role, for a project with more than one worker of some role or with a role beyond
+    ``dev`` and ``qa`` (else None: the one-worker contract shows ``dev`` and ``qa`` only)."""
+    roles = project.roles
+    if roles == ("dev", "qa") and all(len(project.slots(r)) == 1 and project.max_slots(r) == 1 for r in roles):
         return None
-    return {role: [WorkerView.of(worker) for worker in project.slots(role)] for role in ROLES}
+    return {role: [WorkerView.of(worker) for worker in project.slots(role)] for role in roles}
 
 
 issue_number = parse_issue_id

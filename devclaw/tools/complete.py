@@ -31,7 +31,7 @@ from devclaw.tools.common import (
 )
 from devclaw.tools.pickup import active_worker
 from devclaw.trackers.base import ChangeRequest, Issue
-from devclaw.workflow import ISSUE_STATE_AFTER, Event, Result, Role, RoleSpec, next_label, role_spec
+from devclaw.workflow import Event, Result, Role, RoleSpec
 from devclaw.workspace import Workspace
 
 
@@ -81,7 +81,9 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
     devFixInstructions say how to send it back to DEV; "refine": Testing -> Refining for a human to
     decide. The worker is freed; its session is kept for the next task. Returns the announcement to post
     to the group. Loop brake: the QA fail that makes qaFailLimit fails for one issue (default 3) sends it
-    to Refining instead, with a comment on the issue saying why."""
+    to Refining instead, with a comment on the issue saying why. In a project with a review stage, dev
+    "done" goes to To Review; a reviewer's "approve": Reviewing -> To Test, "reject": Reviewing -> To
+    Improve (with devFixInstructions), "refine": Reviewing -> Refining."""
     if params.summary is not None:
         # The summary goes into projects.json (the completion, an intent) as well as the result and the
         # audit line: a token in it is masked once, here, for all of them.
@@ -92,7 +94,8 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
 
 def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInput) -> Plan[TaskCompleteResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    workflow = project.effective_workflow()
+    spec = workflow.role(params.role)
     requested = event = _event(spec, params.result)
     repeat = _repeat(project, spec, params)
     if repeat is not None:
@@ -111,7 +114,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "it was moved outside devclaw. Run session_health to reconcile the worker."
         )
     gated = params.result in spec.change_gated
-    change = gate_change(tracker, project, params.project_group_id, issue) if gated else None
+    change = gate_change(tracker, project, params.project_group_id, issue, spec, params.result) if gated else None
     fails: dict[str, int] = {}
     if requested is Event.QA_FAIL:
         count = project.qa_fail_count(issue.id) + 1
@@ -119,10 +122,11 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
         if count >= state.health.qa_fail_limit:
             event = Event.QA_REFINE
     # A braked fail is still a fail: the issue is reopened, as for To Improve, and waits on Refining.
-    move = Move(issue, next_label(issue.label, event), ISSUE_STATE_AFTER.get(requested))
+    target = workflow.next(issue.label, event)
+    move = Move(issue, target, workflow.issue_state(requested, target, issue.state))
     result = _result(project, params, issue, move, change)
-    if event is Event.QA_FAIL:
-        _add_fix_instructions(result, project, issue, params, state.models)
+    if spec.feedback_frame and move.target in workflow.role("dev").start_labels:
+        _add_fix_instructions(result, project, issue, params, spec, state.models)
     comment = None
     if requested is Event.QA_FAIL and event is Event.QA_REFINE:
         comment = _brake(result, issue, params, fails[str(issue.id)])
@@ -218,7 +222,7 @@ def _event(spec: RoleSpec, outcome: Result) -> Event:
 def _result(
     project: Project, params: TaskCompleteInput, issue: Issue, move: Move, change: ChangeRequest | None
 ) -> TaskCompleteResult:
-    template = role_spec(params.role).announcements[params.result]
+    template = project.effective_workflow().role(params.role).announcements[params.result]
     announcement = sentence(template.format(id=issue.id, summary=with_summary(params.summary)))
     result = TaskCompleteResult(
         success=True,
@@ -240,7 +244,12 @@ def _result(
 
 
 def _add_fix_instructions(
-    result: TaskCompleteResult, project: Project, issue: Issue, params: TaskCompleteInput, models: dict[str, str]
+    result: TaskCompleteResult,
+    project: Project,
+    issue: Issue,
+    params: TaskCompleteInput,
+    spec: RoleSpec,
+    models: dict[str, str],
 ) -> None:
     choice = select_model(issue.title, issue.description, "dev", models=models)
     session = next((w.session_id for w in project.slots("dev") if not w.active and w.session_id), None)
@@ -249,9 +258,9 @@ def _add_fix_instructions(
     how = f"the existing DEV session {session} gets it" if session else "a new DEV session is spawned"
     result.dev_fix_instructions = (
         f"Issue #{issue.id} ({one_line(issue.title)}) is back in To Improve. To send it back to DEV now, call "
-        f"task_pickup with {json.dumps(pickup)} and follow its instructions ({how}); add this QA feedback to "
-        "the task message, as it is framed here:\n"
-        + frame(params.summary or "(no details given)", "The tester's words")
+        f"task_pickup with {json.dumps(pickup)} and follow its instructions ({how}); add this {spec.title} "
+        "feedback to the task message, as it is framed here:\n"
+        + frame(params.summary or "(no details given)", spec.feedback_frame)
     )
 
 

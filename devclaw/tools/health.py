@@ -32,9 +32,10 @@ from devclaw.engine import Move, Plan, Record, apply, project_lock, resolve_inte
 from devclaw.errors import DevclawError, NotFoundError
 from devclaw.state import HealthSettings, Project, ProjectsFile, SlotChange, Worker, parse_time
 from devclaw.tools.base import MutationInput, MutationResult, Tool, ToolResult, WorkerRef
+from devclaw.tools.changes import chosen_change
 from devclaw.tools.common import duration_text
-from devclaw.trackers.base import Issue, Tracker
-from devclaw.workflow import ROLES, Event, Label, Role, RoleSpec, active_role, next_label, workflow_labels
+from devclaw.trackers.base import ChangeRequest, Issue, Tracker
+from devclaw.workflow import Event, Label, Role, RoleSpec, State
 from devclaw.workspace import Workspace
 
 Severity = Literal["critical", "warning", "unknown"]
@@ -101,8 +102,12 @@ class _TrackerView:
     """One project's open Doing and Testing issues, read once per run (or why they could not be)."""
 
     tracker: Tracker | None
-    active: dict[Label, dict[int, Issue]] = field(default_factory=dict)
+    active: dict[State, dict[int, Issue]] = field(default_factory=dict)
     error: str | None = None
+    #: Review policy "agent": the open issues in To Review, whose changes health looks at.
+    in_review: dict[int, Issue] = field(default_factory=dict)
+    #: Each issue's change as read once in this run (None: it has none), or why it could not be read.
+    changes: dict[int, ChangeRequest | DevclawError | None] = field(default_factory=dict)
     #: Issues read one by one in this run (or why not), by issue and the start time of the worker they
     #: were read for: the check under the lock reuses a read only for the same, unchanged, worker.
     reads: dict[tuple[int, str | None], Issue | DevclawError] = field(default_factory=dict)
@@ -116,6 +121,18 @@ class _TrackerView:
             except DevclawError as exc:
                 self.reads[key] = exc
         found = self.reads[key]
+        if isinstance(found, DevclawError):
+            raise found
+        return found
+
+    def change_of(self, issue_id: int) -> ChangeRequest | None:
+        assert self.tracker is not None
+        if issue_id not in self.changes:
+            try:
+                self.changes[issue_id] = chosen_change(self.tracker.changes_for(issue_id))
+            except DevclawError as exc:
+                self.changes[issue_id] = exc
+        found = self.changes[issue_id]
         if isinstance(found, DevclawError):
             raise found
         return found
@@ -147,8 +164,9 @@ def session_health(ws: Workspace, params: SessionHealthInput) -> SessionHealthRe
     and issues on Doing/Testing that no worker tracks (orphaned_label). With autoFix: dead workers are freed
     and their issue goes back to its queue (Doing -> To Do, or To Improve after a QA fail; Testing -> To
     Test); workers whose issue is gone, closed or moved are freed and the label left alone; orphaned labels
-    go back to their queue. A tracker that cannot be reached is reported as unknown and nothing that needs it
-    is fixed. Pass activeSessions from sessions_list: without it no worker is declared dead."""
+    go back to their queue. With a reviewer agent: a change a person merged or closed moves its issue on (To
+    Test, or Rejected and closed). A tracker that cannot be reached is reported as unknown and nothing that
+    needs it is fixed. Pass activeSessions from sessions_list: without it no worker is declared dead."""
     check_tracker = params.auto_fix if params.check_tracker is None else params.check_tracker
     state = ws.store.read()
     run = _Run(
@@ -199,12 +217,14 @@ def _read_trackers(ws: Workspace, state: ProjectsFile) -> dict[str, _TrackerView
     def read(project: Project) -> _TrackerView:
         try:
             tracker = ws.tracker(project)
+            workflow = project.effective_workflow()
             return _TrackerView(
                 tracker,
                 {
                     spec.active_label: {i.id: i for i in tracker.list_issues(spec.active_label)}
-                    for spec in ROLES.values()
+                    for spec in workflow.roles.values()
                 },
+                in_review=_in_review(tracker, project),
             )
         except DevclawError as exc:
             return _TrackerView(None, error=exc.message)
@@ -214,6 +234,13 @@ def _read_trackers(ws: Workspace, state: ProjectsFile) -> dict[str, _TrackerView
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_READS, len(state.projects))) as pool:
         views = pool.map(read, state.projects.values())
         return dict(zip(state.projects, views, strict=True))
+
+
+def _in_review(tracker: Tracker, project: Project) -> dict[int, Issue]:
+    """To Review, for a project whose reviewer is an agent (with policy "human" the tick watches it)."""
+    if project.review.policy != "agent" or not project.changes_required:
+        return {}
+    return {issue.id: issue for issue in tracker.list_issues(Label.TO_REVIEW)}
 
 
 def _claimed(state: ProjectsFile) -> dict[tuple[str, str, str], set[int]]:
@@ -411,11 +438,79 @@ def _scan(run: _Run, state: ProjectsFile, group_id: str, grace: list[GraceWorker
             )
         )
     for role, slot, worker in project.every_worker():
-        context = _Slot(run, group_id, project, ROLES[role], slot, worker, view)
+        context = _Slot(run, group_id, project, project.effective_workflow().role(role), slot, worker, view)
         findings += _check_slot(context, grace)
     if view is not None and view.error is None:
         findings += _label_findings(run, state, group_id, project, view)
+        findings += _change_findings(run, group_id, project, view, findings)
     return findings
+
+
+def _change_findings(
+    run: _Run, group_id: str, project: Project, view: _TrackerView, found: list[_Finding]
+) -> list[_Finding]:
+    """What the changes say, in a project with a reviewer agent that requires changes: a change a person
+    merged or closed while a reviewer works on it (the reviewer is freed and the issue moves on to To Test,
+    or to Rejected), and a change closed while its issue waits in To Review (to Rejected). A reviewer another
+    check already fixes (a dead session, say) is left to that fix."""
+    if not project.changes_required or project.review.policy != "agent":
+        return []
+    spec = project.effective_workflow().role("reviewer")
+    findings: list[_Finding] = []
+    fixed = {(f.report.role, f.report.slot or 0) for f in found if f.plan is not None}
+    for slot, worker in project.active_slots(spec.name):
+        issue = view.active[spec.active_label].get(worker.issue_id or 0)
+        if issue is not None and (spec.name, slot) not in fixed:
+            findings += _changed_under_review(_Slot(run, group_id, project, spec, slot, worker, view), issue)
+    for issue in view.in_review.values():
+        findings += _closed_in_queue(group_id, project, view, issue)
+    return findings
+
+
+def _changed_under_review(c: _Slot, issue: Issue) -> list[_Finding]:
+    assert c.view is not None and c.view.tracker is not None
+    try:
+        change = c.view.change_of(issue.id)
+    except DevclawError:
+        return []  # unknown is not changed: the next run looks again
+    if change is None or change.state == "open":
+        return []
+    event = Event.CHANGE_APPROVED if change.state == "merged" else Event.CHANGE_CLOSED
+    workflow = c.project.effective_workflow()
+    target = workflow.next(issue.label, event)
+    done = "merged" if change.state == "merged" else "closed without merging"
+    message = (
+        f"{c.who} reviews issue #{issue.id}, whose {c.view.tracker.change_noun} {change.url} a person {done}; "
+        f'the reviewer is freed and the issue goes to "{target}"'
+    )
+    report = c.report("change_merged_in_review" if change.state == "merged" else "change_closed", "warning", message)
+    move = Move(issue, target, workflow.issue_state(event, target, issue.state))
+    return [_Finding(report, c.plan(report, c.freed(), move))]
+
+
+def _closed_in_queue(group_id: str, project: Project, view: _TrackerView, issue: Issue) -> list[_Finding]:
+    try:
+        change = view.change_of(issue.id)
+    except DevclawError:
+        return []
+    if change is None or change.state != "closed":
+        return []
+    workflow = project.effective_workflow()
+    target = workflow.next(issue.label, Event.CHANGE_CLOSED)
+    message = (
+        f"Issue #{issue.id} on {project.name} waits in To Review, but its change {change.url} was closed "
+        f'without being merged; it goes to "{target}" and is closed'
+    )
+    report = HealthIssue(type="change_closed", severity="warning", project=project.name, group_id=group_id,
+                         message=message, issue_id=issue.id)  # fmt: skip
+    move = Move(issue, target, workflow.issue_state(Event.CHANGE_CLOSED, target, issue.state))
+    record = Record(
+        "health_fix",
+        {"project": project.name, "groupId": group_id, "type": report.type, "issue": issue.id,
+         "changeUrl": change.url, "labelTransition": move.transition},
+    )  # fmt: skip
+    plan = Plan(tool="session_health", group_id=group_id, result=report, move=move, records=[record])
+    return [_Finding(report, plan)]
 
 
 def _project_findings(run: _Run, group_id: str, project: Project) -> list[_Finding]:
@@ -586,8 +681,9 @@ def _revert_and_free(c: _Slot, report: HealthIssue, forget_session: bool) -> boo
         report.message += f"; not fixed, the label could not be reverted: {exc.message}"
         return False
     move = None
-    if issue is not None and issue.label == c.spec.active_label and len(workflow_labels(issue.labels)) == 1:
-        move = Move(issue, next_label(issue.label, _revert_event(c.spec, c.project, issue.id)))
+    workflow = c.project.effective_workflow()
+    if issue is not None and issue.label == c.spec.active_label and len(workflow.states_on(issue.labels)) == 1:
+        move = Move(issue, workflow.next(issue.label, _revert_event(c.spec, c.project, issue.id)))
     try:
         apply(c.run.ws, c.plan(report, c.freed(forget_session=forget_session), move))
     except DevclawError as exc:
@@ -612,7 +708,7 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
         return None
     listed = c.view.active[c.spec.active_label].get(issue_id)
     if listed is not None:
-        if len(workflow_labels(listed.labels)) > 1:
+        if len(c.project.effective_workflow().states_on(listed.labels)) > 1:
             return _Finding(_conflict(c.project, c.group_id, listed))
         return None
     try:
@@ -628,7 +724,7 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
     if issue.state == "closed":
         report = c.report("issue_closed", "critical", f"{c.who} works on issue #{issue_id}, which was closed")
         return _Finding(report, c.plan(report, c.freed()))
-    if len(workflow_labels(issue.labels)) > 1:
+    if len(c.project.effective_workflow().states_on(issue.labels)) > 1:
         return _Finding(_conflict(c.project, c.group_id, issue))
     message = (
         f'{c.who} works on issue #{issue_id}, which is on "{issue.label or "no workflow label"}", not '
@@ -639,7 +735,8 @@ def _worker_vs_tracker(c: _Slot) -> _Finding | None:
 
 
 def _conflict(project: Project, group_id: str, issue: Issue) -> HealthIssue:
-    labels = ", ".join(f'"{label}"' for label in workflow_labels(issue.labels))
+    workflow = project.effective_workflow()
+    labels = ", ".join(f'"{workflow.label(state)}"' for state in workflow.states_on(issue.labels))
     return HealthIssue(
         type="conflicting_labels",
         severity="warning",
@@ -658,15 +755,16 @@ def _label_findings(
     claimed = _claimed(state).get(project.tracker.identity(), set())
     mine = {w.issue_id for _, _, w in project.every_worker() if w.active}
     seen: set[int] = set()
+    workflow = project.effective_workflow()
     for label, issues in view.active.items():
-        role = active_role(label)
+        role = workflow.active_role(label)
         assert role is not None
-        spec = ROLES[role]
+        spec = workflow.role(role)
         for issue in issues.values():
             if issue.id in mine or issue.id in claimed or issue.id in seen:
                 continue
             seen.add(issue.id)
-            if len(workflow_labels(issue.labels)) > 1:
+            if len(workflow.states_on(issue.labels)) > 1:
                 findings.append(_Finding(_conflict(project, group_id, issue)))
                 continue
             findings.append(_orphan(run.ws, group_id, project, spec, issue))
@@ -674,7 +772,7 @@ def _label_findings(
 
 
 def _orphan(ws: Workspace, group_id: str, project: Project, spec: RoleSpec, issue: Issue) -> _Finding:
-    target = next_label(spec.active_label, _revert_event(spec, project, issue.id))
+    target = project.effective_workflow().next(spec.active_label, _revert_event(spec, project, issue.id))
     message = (
         f'Issue #{issue.id} on {project.name} is on "{spec.active_label}" but no {spec.title} worker tracks '
         f'it; it goes back to "{target}"'

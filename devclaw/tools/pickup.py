@@ -27,7 +27,7 @@ from devclaw.tools.common import (
     one_line,
 )
 from devclaw.trackers.base import ChangeRequest, Issue, Tracker
-from devclaw.workflow import Role, RoleSpec, next_label, role_spec
+from devclaw.workflow import Role, RoleSpec
 from devclaw.workspace import Workspace
 
 
@@ -67,7 +67,8 @@ class TaskPickupResult(MutationResult):
 def task_pickup(ws: Workspace, params: TaskPickupInput) -> TaskPickupResult:
     """Pick up an issue for the project's DEV or QA worker: checks the worker is idle and the issue is on
     the role's start label (dev: To Do or To Improve; qa: To Test), picks a model, moves the label
-    (To Do/To Improve -> Doing, To Test -> Testing), marks the worker active and logs it. Returns the
+    (To Do/To Improve -> Doing, To Test -> Testing; reviewer, in a project whose review policy is
+    "agent": To Review -> Reviewing), marks the worker active and logs it. Returns the
     announcement to post to the group and exact instructions to spawn a new worker session or send the
     task to the worker's existing one. After a spawn, call task_pickup_confirm with the new session key.
     Picking up the issue the worker already has answers the same instructions again (repeated: true)."""
@@ -77,7 +78,8 @@ def task_pickup(ws: Workspace, params: TaskPickupInput) -> TaskPickupResult:
 
 def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -> Plan[TaskPickupResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    workflow = project.effective_workflow()
+    spec = workflow.role(params.role)
     tracker = ws.tracker(project)
     holding = next((s for s, w in project.active_slots(spec.name) if w.issue_id == params.issue_id), None)
     if holding is not None:
@@ -87,7 +89,7 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
     _check_startable(issue, spec)
     change_text = _change_line(tracker, project, spec, issue)
     assert issue.label is not None  # _check_startable guarantees a start label
-    target = next_label(issue.label, spec.pickup_event)
+    target = workflow.next(issue.label, spec.pickup_event)
     choice = select_model(
         issue.title, issue.description, spec.name, override=params.model_override, models=state.models
     )
@@ -167,7 +169,7 @@ def _repeat(
 ) -> Plan[TaskPickupResult]:
     """The worker already has this issue (a retry after a lost reply): the same answer, nothing changed."""
     issue = tracker.get_issue(params.issue_id)
-    spec = role_spec(params.role)
+    spec = project.effective_workflow().role(params.role)
     worker = project.worker(spec.name, slot)
     choice = select_model(
         issue.title, issue.description, spec.name, override=params.model_override, models=state.models
@@ -248,7 +250,7 @@ def task_message(project: Project, issue: Issue, role: Role, change: str | None 
     """What the worker session is told: the issue, where the code is, its change when known (``change``:
     the line ``change_line`` makes), and what to report when done. The issue's own text is framed as
     data, with the instructions outside the frame."""
-    spec = role_spec(role)
+    spec = project.effective_workflow().role(role)
     lines = [
         f"{spec.title} task for project {project.name}: issue #{issue.id} — {one_line(issue.title)}",
         f"Issue: {issue.url}",
@@ -361,7 +363,7 @@ def task_pickup_confirm(ws: Workspace, params: TaskPickupConfirmInput) -> TaskPi
 
 def decide_confirm(state: ProjectsFile, params: TaskPickupConfirmInput) -> Plan[TaskPickupConfirmResult]:
     project = state.project(params.project_group_id)
-    spec = role_spec(params.role)
+    spec = project.effective_workflow().role(params.role)
     slot, worker = active_worker(project, spec, params.issue_id, "Call task_pickup first.")
     session = params.session_id.strip()
     previous = worker.session_id

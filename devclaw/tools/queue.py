@@ -12,7 +12,7 @@ from devclaw.state import Project
 from devclaw.tools.base import Tool, ToolInput, ToolResult
 from devclaw.tools.common import GroupId, WorkerView, slot_views
 from devclaw.trackers.base import Issue, Tracker
-from devclaw.workflow import QUEUES, ROLES, START_LABELS, Label, Role
+from devclaw.workflow import Role, State
 from devclaw.workspace import Workspace
 
 # Projects are fetched concurrently (each tracker call is network-bound), but by a small pool: a heartbeat
@@ -32,13 +32,15 @@ class QueueStatusInput(ToolInput):
 class QueueItem(ToolResult):
     id: int
     title: str
-    label: Label | None = None
+    label: State | None = None
 
 
 class Queues(ToolResult):
     to_improve: list[QueueItem]
     to_test: list[QueueItem]
     to_do: list[QueueItem]
+    #: The review queue, for a project with a review stage.
+    to_review: list[QueueItem] | None = None
 
 
 class ProjectError(ToolResult):
@@ -62,6 +64,8 @@ class NextUp(ToolResult):
 
     dev: QueueItem | None
     qa: QueueItem | None
+    #: For a project with review policy "agent".
+    reviewer: QueueItem | None = None
 
 
 class ProjectNext(ToolResult):
@@ -118,23 +122,21 @@ def _project_queue(ws: Workspace, group_id: str, project: Project) -> tuple[Proj
     )
     try:
         tracker = ws.tracker(project)
-        found = {key: [QueueItem(id=i.id, title=i.title) for i in tracker.list_issues(label)] for key, label in QUEUES}
+        found = {
+            key: [QueueItem(id=i.id, title=i.title) for i in tracker.list_issues(label)]
+            for key, label in project.effective_workflow().queues
+        }
     except DevclawError as exc:
         row.error = ProjectError(**error_payload(exc))
         return row, exc
-    row.queue = Queues(to_improve=found["toImprove"], to_test=found["toTest"], to_do=found["toDo"])
+    row.queue = Queues.model_validate(found)
     return row, None
 
 
-def priority_labels(role: Role) -> tuple[Label, ...]:
-    """The labels ``role`` picks up from, in queue priority order (To Improve before To Do)."""
-    return tuple(label for _, label in QUEUES if label in START_LABELS[role])
-
-
 def candidates(tracker: Tracker, role: Role) -> Iterator[Issue]:
-    """The issues ``role`` could start, best first; each label is listed only when the one before is used up."""
-    for label in priority_labels(role):
-        yield from tracker.list_issues(label)
+    """The issues ``role`` could start, best first; each state is listed only when the one before is used up."""
+    for state in tracker.workflow.priority(role):
+        yield from tracker.list_issues(state)
 
 
 def collect_next(ws: Workspace, group_id: str | None = None) -> list[ProjectNext]:
@@ -153,7 +155,7 @@ def _project_next(ws: Workspace, group_id: str, project: Project) -> tuple[Proje
                       qa=WorkerView.of(project.worker("qa")), next=None)  # fmt: skip
     try:
         tracker = ws.tracker(project)
-        picks = {role: None if _busy(project, role) else _first(tracker, role) for role in ROLES}
+        picks = {role: None if _busy(project, role) else _first(tracker, role) for role in project.roles}
     except DevclawError as exc:
         row.error = ProjectError(**error_payload(exc))
         return row, exc

@@ -23,7 +23,9 @@ TrackerFactory = Callable[["Project", Path], Tracker]
 def _local(project: Project, memory_dir: Path) -> Tracker:
     from devclaw.trackers.local import LocalTracker
 
-    return LocalTracker(memory_dir / "tracker.sqlite3", project.tracker.path or project.name)
+    return LocalTracker(
+        memory_dir / "tracker.sqlite3", project.tracker.path or project.name, project.effective_workflow()
+    )
 
 
 def _gitlab(project: Project, memory_dir: Path) -> Tracker:
@@ -45,11 +47,11 @@ DEFAULT_TOKEN_ENV: dict[str, str] = {"gitlab": "GITLAB_TOKEN", "github": "GITHUB
 
 def client_key(project: Project) -> str:
     """What a tracker client depends on: its configuration and (as a digest, never the value) its token,
-    so a reused client is never one made with another token."""
+    so a reused client is never one made with another token (or another workflow)."""
     variable = project.tracker.token_env or DEFAULT_TOKEN_ENV.get(project.tracker.provider)
     token = os.environ.get(variable, "") if variable else ""
     digest = hashlib.sha256(token.encode()).hexdigest()[:16]
-    return project.model_dump_json(include={"name", "repo", "tracker"}) + digest
+    return project.model_dump_json(include={"name", "repo", "tracker", "review", "workflow"}) + digest
 
 
 def open_tracker(project: Project, memory_dir: Path) -> Tracker:

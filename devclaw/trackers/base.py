@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from devclaw.workflow import WORKFLOW_LABELS, IssueState, Label, current_label
+from devclaw.workflow import IssueState, State, Workflow
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,8 @@ class Issue:
     state: IssueState
     labels: tuple[str, ...]
     url: str
-
-    @property
-    def label(self) -> Label | None:
-        return current_label(self.labels)
+    #: The issue's workflow state, as the tracker's workflow reads its labels (None: no workflow label).
+    label: State | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -45,14 +43,22 @@ class ChangeRequest:
     state: ChangeState
     draft: bool = False
     author: str = ""
-    #: How many people approved it (GitLab approvals, GitHub reviews whose latest word is APPROVED).
-    approvals: int = 0
+    #: Who approved it (GitLab approvals, GitHub reviewers whose latest word is APPROVED); read for open ones.
+    approved_by: tuple[str, ...] = ()
     #: Whether the host says it merges cleanly; None while it has not computed that (or cannot say).
     mergeable: bool | None = None
     source_branch: str = ""
     target_branch: str = ""
     #: Where its changes can be read (GitLab ``…/diffs``, GitHub ``…/files``).
     diff_url: str = ""
+
+    @property
+    def approvals(self) -> int:
+        return len(self.approved_by)
+
+    def approved_by_another(self) -> bool:
+        """Approved by someone other than its author: what devclaw needs before it merges a change."""
+        return any(name != self.author for name in self.approved_by)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -62,6 +68,7 @@ class ChangeRequest:
             "draft": self.draft,
             "author": self.author,
             "approvals": self.approvals,
+            "approvedBy": list(self.approved_by),
             "mergeable": self.mergeable,
             "sourceBranch": self.source_branch,
             "targetBranch": self.target_branch,
@@ -69,9 +76,12 @@ class ChangeRequest:
         }
 
 
-def relabel(labels: tuple[str, ...], target: Label) -> tuple[str, ...]:
-    """``labels`` with every workflow label replaced by ``target``; other labels kept, in order."""
-    return (*(name for name in labels if name not in WORKFLOW_LABELS), target.value)
+@dataclass(frozen=True)
+class ChangeReview:
+    """What the reviewers of an open change asked for: who wants changes, and what they wrote."""
+
+    changes_requested_by: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
 
 
 class Tracker(Protocol):
@@ -88,17 +98,19 @@ class Tracker(Protocol):
     replies_can_be_lost: bool
     #: What the host calls a change: "merge request" (GitLab, the embedded tracker) or "pull request".
     change_noun: str
+    #: The project's workflow: which labels mean which state (``Issue.label``), and their colours.
+    workflow: Workflow
 
     def get_issue(self, issue_id: int) -> Issue:
         """One issue, open or closed."""
         ...
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
-        """Every open issue (all pages), with ``label`` when given, oldest first."""
+    def list_issues(self, label: State | None = None) -> list[Issue]:
+        """Every open issue (all pages), in state ``label`` when given, oldest first."""
         ...
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
-        """Swap ``issue``'s workflow label for ``target`` (and open/close it) in ONE write.
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
+        """Swap ``issue``'s workflow label for ``target``'s (and open/close it) in ONE write.
 
         ``issue`` is the issue as just read; labels that are not workflow labels are kept.
         """
@@ -113,11 +125,20 @@ class Tracker(Protocol):
         ...
 
     def ensure_labels(self) -> list[str]:
-        """Create the workflow labels that are missing, with their colours; return the created names."""
+        """Create the workflow's labels that are missing, with their colours; return the created names."""
         ...
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
         """The merge/pull requests that close or reference the issue, oldest first (each once)."""
+        ...
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """Whether the reviewers of the open ``change`` requested changes, and their words."""
+        ...
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """Merge the open ``change`` into its target branch (one write); the change as the host now has it.
+        Raises ``TrackerError`` when the host refuses (a conflict, a draft, missing approvals, no right)."""
         ...
 
     def new_change_url(self, target_branch: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -24,14 +25,14 @@ from github.PullRequest import PullRequest
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue, relabel
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
     derive_path,
     short_detail,
 )
-from devclaw.workflow import COLOURS, IssueState, Label
+from devclaw.workflow import IssueState, State, Workflow
 
 if TYPE_CHECKING:
     pass
@@ -77,31 +78,31 @@ class GitHubTracker(RemoteTracker):
             found = self._repo.get_issue(issue_id).complete()
         if _is_pull_request(found):
             raise self.endpoint.issue_not_found(issue_id)
-        return _issue(found)
+        return _issue(found, self.workflow)
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
+    def list_issues(self, label: State | None = None) -> list[Issue]:
         """``GET /repos/{owner}/{repo}/issues?state=open&labels=...``, every page, pull requests dropped."""
-        labels = [label.value] if label is not None else github.GithubObject.NotSet
+        labels = [self.workflow.label(label)] if label is not None else github.GithubObject.NotSet
         operation = f'listing open "{label}" issues' if label else "listing open issues"
         with self._request(operation):
             pages = self._repo.get_issues(state="open", labels=labels, sort="created", direction="asc")
-            return [_issue(found) for found in pages if not _is_pull_request(found)]
+            return [_issue(found, self.workflow) for found in pages if not _is_pull_request(found)]
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
         """``PATCH /repos/{owner}/{repo}/issues/{number}`` with ``labels`` (and ``state``)."""
-        change: dict[str, Any] = {"labels": list(relabel(issue.labels, target))}
+        change: dict[str, Any] = {"labels": list(self.workflow.relabel(issue.labels, target))}
         if state is not None:
             change.update(state=state, state_reason=_STATE_REASON[state])
         lazy_issue = self._repo.get_issue(issue.id)
         with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
             lazy_issue.edit(**change)
-        return _issue(lazy_issue)
+        return _issue(lazy_issue, self.workflow)
 
     def create_issue(self, title: str, description: str, labels: tuple[str, ...]) -> Issue:
         """``POST /repos/{owner}/{repo}/issues``"""
         with self._request("creating an issue", resent=False):
             created = self._repo.create_issue(title=title, body=description, labels=list(labels))
-        return _issue(created)
+        return _issue(created, self.workflow)
 
     def add_comment(self, issue_id: int, body: str) -> None:
         """``POST /repos/{owner}/{repo}/issues/{number}/comments``"""
@@ -114,9 +115,9 @@ class GitHubTracker(RemoteTracker):
         with self._request("listing labels"):
             existing = {found.name for found in self._repo.get_labels()}
         created = []
-        for label in Label:
-            if label.value not in existing and self._create_label(label):
-                created.append(label.value)
+        for spec in self.workflow.states.values():
+            if spec.label not in existing and self._create_label(spec.label, spec.colour):
+                created.append(spec.label)
         return created
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
@@ -165,27 +166,48 @@ class GitHubTracker(RemoteTracker):
             state=state,
             draft=bool(pull.draft),
             author=pull.user.login if pull.user else "",
-            approvals=self._approvals(pull) if state == "open" else 0,
+            approved_by=self._approvals(pull) if state == "open" else (),
             mergeable=pull.mergeable if state == "open" else None,
             source_branch=pull.head.ref,
             target_branch=pull.base.ref,
             diff_url=f"{pull.html_url}/files",
         )
 
-    def _approvals(self, pull: PullRequest) -> int:
+    def _approvals(self, pull: PullRequest) -> tuple[str, ...]:
         """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is APPROVED."""
-        latest: dict[str, str] = {}
-        with self._request(f"reading the reviews of pull request #{pull.number}"):
+        return tuple(login for login, (verdict, _) in self._verdicts(pull.number).items() if verdict == "APPROVED")
+
+    def _verdicts(self, number: int) -> dict[str, tuple[str, str]]:
+        """Each reviewer's latest verdict on pull request ``number``, with what they wrote with it."""
+        latest: dict[str, tuple[str, str]] = {}
+        pull = self._repo.get_pull(number)
+        with self._request(f"reading the reviews of pull request #{number}"):
             for review in pull.get_reviews():
                 if review.user is not None and review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
-                    latest[review.user.login] = review.state
-        return sum(1 for verdict in latest.values() if verdict == "APPROVED")
+                    latest[review.user.login] = (review.state, (review.body or "").strip())
+        return latest
 
-    def _create_label(self, label: Label) -> bool:
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is
+        CHANGES_REQUESTED, and what they wrote with it (1 request).
+        https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request"""
+        wanting = {login: body for login, (verdict, body) in self._verdicts(change.number).items()
+                   if verdict == "CHANGES_REQUESTED"}  # fmt: skip
+        return ChangeReview(tuple(wanting), tuple(body for body in wanting.values() if body))
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """``PUT /repos/{owner}/{repo}/pulls/{number}/merge``; GitHub refuses with 405 when it cannot merge.
+        https://docs.github.com/en/rest/pulls/pulls#merge-a-pull-request"""
+        pull = self._repo.get_pull(change.number)
+        with self._request(f"merging pull request #{change.number}", resent=False):
+            pull.merge()
+        return replace(change, state="merged", mergeable=None)
+
+    def _create_label(self, label: str, colour: str) -> bool:
         """Create ``label``; False when someone else created it since we listed (422 already_exists)."""
         try:
             with self._request(f'creating label "{label}"', resent=False):
-                self._repo.create_label(label.value, COLOURS[label].lstrip("#"))
+                self._repo.create_label(label, colour.lstrip("#"))
         except TrackerError as exc:
             if exc.status == 422 and "already_exists" in str(exc):
                 return False
@@ -213,15 +235,17 @@ class GitHubTracker(RemoteTracker):
         return self.endpoint.http_error(operation, exc.status, exc.headers or {}, detail)
 
 
-def _issue(found: GithubIssue) -> Issue:
+def _issue(found: GithubIssue, workflow: Workflow) -> Issue:
     # Every attribute read here is in the JSON of a listing, so none triggers PyGithub's lazy completion.
+    labels = tuple(label.name for label in found.labels)
     return Issue(
         id=found.number,
         title=found.title or "",
         description=found.body or "",
         state="closed" if found.state == "closed" else "open",
-        labels=tuple(label.name for label in found.labels),
+        labels=labels,
         url=found.html_url,
+        label=workflow.state_of(labels),
     )
 
 

@@ -20,7 +20,7 @@ import requests
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
 from devclaw.trackers.remote import (
     HttpPolicy,
     RemoteTracker,
@@ -28,7 +28,7 @@ from devclaw.trackers.remote import (
     http_session,
     short_detail,
 )
-from devclaw.workflow import COLOURS, IssueState, Label
+from devclaw.workflow import IssueState, State
 
 if TYPE_CHECKING:
     pass
@@ -76,25 +76,24 @@ class GitLabTracker(RemoteTracker):
             found = self._project.issues.get(issue_id, **_NO_LIBRARY_RETRIES)
         return self._issue(found.attributes)
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
+    def list_issues(self, label: State | None = None) -> list[Issue]:
         """``GET /projects/:id/issues?state=opened&labels=...``, following every page."""
         query: dict[str, Any] = {"state": "opened", "order_by": "created_at", "sort": "asc", "per_page": 100}
         if label is not None:
-            query["labels"] = [label.value]
-        operation = f'listing open "{label}" issues' if label else "listing open issues"
+            query["labels"] = [self.workflow.label(label)]
+        operation = f'listing open "{self.workflow.label(label)}" issues' if label else "listing open issues"
         with self._request(operation):
             pages = self._project.issues.list(iterator=True, **query, **_NO_LIBRARY_RETRIES)
             return [self._issue(found.attributes) for found in pages]
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
         """``PUT /projects/:id/issues/:iid`` with ``add_labels``, ``remove_labels``, ``state_event``."""
-        change = {
-            "add_labels": target.value,
-            "remove_labels": ",".join(label.value for label in Label if label is not target),
-        }
+        label = self.workflow.label(target)
+        others = (spec.label for spec in self.workflow.states.values() if spec.label != label)
+        change = {"add_labels": label, "remove_labels": ",".join(others)}
         if state is not None:
             change["state_event"] = _STATE_EVENT[state]
-        with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
+        with self._request(f'moving issue #{issue.id} to "{label}"', issue_id=issue.id):
             updated = self._project.issues.update(issue.id, change, **_NO_LIBRARY_RETRIES)
         return self._issue(updated)
 
@@ -116,9 +115,9 @@ class GitLabTracker(RemoteTracker):
         with self._request("listing labels"):
             existing = {found.name for found in self._project.labels.list(iterator=True, **_NO_LIBRARY_RETRIES)}
         created = []
-        for label in Label:
-            if label.value not in existing and self._create_label(label):
-                created.append(label.value)
+        for spec in self.workflow.states.values():
+            if spec.label not in existing and self._create_label(spec.label, spec.colour):
+                created.append(spec.label)
         return created
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
@@ -148,25 +147,53 @@ class GitLabTracker(RemoteTracker):
             state=state,
             draft=bool(data.get("draft") or data.get("work_in_progress")),
             author=str((data.get("author") or {}).get("username") or ""),
-            approvals=self._approvals(data) if state == "open" else 0,
+            approved_by=self._approvals(data) if state == "open" else (),
             mergeable=_mergeable(data) if state == "open" else None,
             source_branch=str(data.get("source_branch") or ""),
             target_branch=str(data.get("target_branch") or ""),
             diff_url=f"{web_url}/diffs",
         )
 
-    def _approvals(self, data: Mapping[str, Any]) -> int:
+    def _approvals(self, data: Mapping[str, Any]) -> tuple[str, ...]:
         """``GET /projects/:id/merge_requests/:iid/approvals``: who approved it (not how many must)."""
         project = data.get("project_id") or self._project.encoded_id
         path = f"/projects/{project}/merge_requests/{int(data['iid'])}/approvals"
         with self._request(f"reading the approvals of merge request !{data['iid']}"):
             reply = self._gl.http_get(path, **_NO_LIBRARY_RETRIES)
         approved_by = reply.get("approved_by") if isinstance(reply, dict) else None
-        return len(approved_by or [])
+        return tuple(_username(entry) for entry in approved_by or [] if _username(entry))
 
-    def _create_label(self, label: Label) -> bool:
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        """``GET /projects/:id/merge_requests/:iid/reviewers`` (whose state is ``requested_changes``), then,
+        only if someone requested changes, ``GET …/notes`` for what they wrote: 1 or 2 requests.
+        https://docs.gitlab.com/api/merge_requests/#get-single-merge-request-reviewers"""
+        base = f"/projects/{self._project.encoded_id}/merge_requests/{change.number}"
+        with self._request(f"reading the reviewers of merge request !{change.number}"):
+            reviewers = self._gl.http_list(f"{base}/reviewers", get_all=True, **_NO_LIBRARY_RETRIES)
+            wanting = tuple(
+                _username(r) for r in reviewers if isinstance(r, dict) and r.get("state") == "requested_changes"
+            )
+            if not wanting:
+                return ChangeReview()
+            notes = self._gl.http_list(f"{base}/notes", get_all=True, sort="asc", **_NO_LIBRARY_RETRIES)
+        said = tuple(
+            str(note.get("body") or "").strip()
+            for note in notes
+            if isinstance(note, dict) and not note.get("system") and _username(note, "author") in wanting
+        )
+        return ChangeReview(changes_requested_by=wanting, comments=tuple(text for text in said if text))
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        """``PUT /projects/:id/merge_requests/:iid/merge``; GitLab refuses with 405 or 422 when it cannot.
+        https://docs.gitlab.com/api/merge_requests/#merge-a-merge-request"""
+        path = f"/projects/{self._project.encoded_id}/merge_requests/{change.number}/merge"
+        with self._request(f"merging merge request !{change.number}", resent=False):
+            reply = self._gl.http_put(path, **_NO_LIBRARY_RETRIES)
+        return self._change(reply) if isinstance(reply, dict) else change
+
+    def _create_label(self, label: str, colour: str) -> bool:
         """Create ``label``; False when someone else created it since we listed (409)."""
-        data = {"name": label.value, "color": COLOURS[label]}
+        data = {"name": label, "color": colour}
         try:
             with self._request(f'creating label "{label}"', resent=False):
                 self._project.labels.create(data, **_NO_LIBRARY_RETRIES)
@@ -186,6 +213,7 @@ class GitLabTracker(RemoteTracker):
             state="closed" if data.get("state") == "closed" else "open",
             labels=tuple(data.get("labels") or ()),
             url=data.get("web_url") or f"{self.base_url}/{self.path}/-/issues/{iid}",
+            label=self.workflow.state_of(data.get("labels") or ()),
         )
 
     def _remember_failure(self, reply: requests.Response) -> None:
@@ -213,6 +241,12 @@ class GitLabTracker(RemoteTracker):
                 return self.endpoint.project_not_found()
             return self.endpoint.issue_not_found(issue_id)
         return self.endpoint.http_error(operation, exc.response_code, self._failed_reply, detail)
+
+
+def _username(data: Mapping[str, Any], key: str = "user") -> str:
+    """``{"user": {"username": ...}}`` (approvals, reviewers) or ``{"author": ...}`` (notes): the name."""
+    found = data.get(key)
+    return str(found.get("username") or "") if isinstance(found, dict) else ""
 
 
 def _mergeable(data: Mapping[str, Any]) -> bool | None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from devclaw.audit import utc_now
 from devclaw.errors import NotFoundError, TrackerError, WorkflowError
-from devclaw.trackers.base import ChangeRequest, ChangeState, Issue, relabel
-from devclaw.workflow import COLOURS, IssueState, Label
+from devclaw.trackers.base import ChangeRequest, ChangeReview, ChangeState, Issue
+from devclaw.workflow import DEFAULT, IssueState, State, Workflow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues (
@@ -72,9 +72,10 @@ class LocalTracker:
     replies_can_be_lost = False
     change_noun = "merge request"
 
-    def __init__(self, db_path: Path, path: str) -> None:
+    def __init__(self, db_path: Path, path: str, workflow: Workflow = DEFAULT) -> None:
         self.db_path = db_path
         self.path = path
+        self.workflow = workflow
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -101,7 +102,8 @@ class LocalTracker:
 
     def _issue(self, row: tuple[int, str, str, IssueState, str]) -> Issue:
         number, title, description, state, labels = row
-        return Issue(number, title, description, state, tuple(json.loads(labels)), self.url(number))
+        names = tuple(json.loads(labels))
+        return Issue(number, title, description, state, names, self.url(number), self.workflow.state_of(names))
 
     def _fetch(self, conn: sqlite3.Connection, issue_id: int) -> Issue:
         row = conn.execute(
@@ -116,7 +118,7 @@ class LocalTracker:
         with self._connect() as conn:
             return self._fetch(conn, issue_id)
 
-    def list_issues(self, label: Label | None = None) -> list[Issue]:
+    def list_issues(self, label: State | None = None) -> list[Issue]:
         with self._connect() as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM issues WHERE project = ? AND state = 'open' "  # noqa: S608
@@ -124,9 +126,9 @@ class LocalTracker:
                 (self.path,),
             ).fetchall()
         issues = [self._issue(row) for row in rows]
-        return [issue for issue in issues if label is None or label.value in issue.labels]
+        return [issue for issue in issues if label is None or self.workflow.label(label) in issue.labels]
 
-    def move_issue(self, issue: Issue, target: Label, state: IssueState | None = None) -> Issue:
+    def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
         with self._connect(write=True) as conn:
             now = self._fetch(conn, issue.id)
             if now.label != issue.label:
@@ -134,7 +136,7 @@ class LocalTracker:
                     f'Issue #{issue.id} moved from "{issue.label}" to "{now.label}" while devclaw was '
                     "working on it; nothing was changed"
                 )
-            labels = relabel(now.labels, target)
+            labels = self.workflow.relabel(now.labels, target)
             conn.execute(
                 "UPDATE issues SET labels = ?, state = ?, updated_at = ? WHERE project = ? AND number = ?",
                 (json.dumps(labels), state or now.state, utc_now(), self.path, issue.id),
@@ -173,12 +175,12 @@ class LocalTracker:
     def ensure_labels(self) -> list[str]:
         with self._connect(write=True) as conn:
             existing = {name for (name,) in conn.execute("SELECT name FROM labels WHERE project = ?", (self.path,))}
-            missing = [label for label in Label if label.value not in existing]
+            missing = [spec for spec in self.workflow.states.values() if spec.label not in existing]
             conn.executemany(
                 "INSERT INTO labels (project, name, color) VALUES (?, ?, ?)",
-                [(self.path, label.value, COLOURS[label]) for label in missing],
+                [(self.path, spec.label, spec.colour) for spec in missing],
             )
-        return [label.value for label in missing]
+        return [spec.label for spec in missing]
 
     def changes_for(self, issue_id: int) -> tuple[ChangeRequest, ...]:
         """The changes linked to the issue, in the order they were first linked."""
@@ -192,6 +194,15 @@ class LocalTracker:
 
     def new_change_url(self, target_branch: str) -> str:
         return ""  # no host of its own: the change is opened wherever the code lives, then linked
+
+    def review_of(self, change: ChangeRequest) -> ChangeReview:
+        return ChangeReview()  # a link records a change's state, not its reviews
+
+    def merge_change(self, change: ChangeRequest) -> ChangeRequest:
+        raise TrackerError(
+            f"The embedded tracker cannot merge {change.url}: merge it where it lives, then record it with "
+            "`devclaw issue link-mr GROUP ISSUE URL --state merged`"
+        )
 
     def link_change(self, issue_id: int, change: ChangeRequest) -> ChangeRequest:
         """Link ``change`` (its url, state, branches, draft, author) to the issue; the same URL again

@@ -33,6 +33,7 @@ from urllib3.util.retry import Retry
 
 from devclaw.errors import ConfigError, NotFoundError, TrackerAuthError, TrackerError
 from devclaw.redact import remember_secret
+from devclaw.workflow import DEFAULT, Workflow
 
 if TYPE_CHECKING:
     from devclaw.state import Project
@@ -387,8 +388,10 @@ class RemoteTracker:
         token_env: str | None = None,
         base_url: str | None = None,
         policy: HttpPolicy = DEFAULT_POLICY,
+        workflow: Workflow = DEFAULT,
     ) -> None:
         self.path = path
+        self.workflow = workflow
         self.base_url = (base_url or self.DEFAULT_URL).rstrip("/")
         token_env = token_env or self.DEFAULT_TOKEN_ENV
         self.endpoint = Endpoint(self.PROVIDER, path, self.base_url, token_env, self.SCOPES)
@@ -412,7 +415,8 @@ class RemoteTracker:
         token_env = config.token_env or cls.DEFAULT_TOKEN_ENV
         token = read_token(environ, token_env, provider=cls.PROVIDER, scopes=cls.SCOPES)
         path = config.path or cls._path_from_repo(project.repo, base_url)
-        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy)
+        workflow = project.effective_workflow()
+        return cls(path, token=token, token_env=token_env, base_url=base_url, policy=policy, workflow=workflow)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, base_url={self.base_url!r})"

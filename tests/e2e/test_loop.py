@@ -308,7 +308,7 @@ def test_a_done_refused_for_want_of_a_merged_change_goes_back_to_the_worker(
     # Never linked: asked twice, then Refining, saying why.
     assert len(asked(never)) == 2
     [release] = [r for r in audit(loop_ws, "task_release") if r["issue"] == never and r["groupId"] == GATED]
-    assert release["to"] == "refining" and 'DEV "done" was refused 3 times' in release["reason"]
+    assert release["to"] == "refining" and "the dev verdict was refused 3 times" in release["reason"]
 
 
 def test_a_worker_run_aborted_mid_run_is_sent_again_once(
