@@ -296,3 +296,17 @@ def test_health_rejects_an_issue_waiting_for_review_whose_change_was_closed(
         (fix,) = [r for r in ws.audit.records() if r["event"] == "health_fix"]
         assert (fix["type"], fix["changeUrl"], fix["labelTransition"]) == ("change_closed", url, "To Review → Rejected")
         assert call(ws, "session_health", autoFix=True, activeSessions=[DEV_SESSION])["issues"] == []
+
+
+def test_on_the_embedded_tracker_a_linked_changes_state_moves_the_review(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace("local", ws, monkeypatch, review="human", required=True) as h:
+        issue, url = in_review(h, ws)
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert check.event is None and "waiting for a review" in check.reason  # a link records no reviews
+        done = devclaw(ws, "issue", "link-mr", GROUP, str(issue), url, "--state", "merged")
+        assert done.returncode == 0, done.stderr
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert (check.event, check.merged, check.label_transition) == ("change_approved", False, "To Review → To Test")
+        assert h.labels_of(issue) == ["To Test"]

@@ -16,7 +16,7 @@ import pytest
 
 from devclaw.errors import ConfigError, DevclawError, NotFoundError, TrackerAuthError, TrackerError
 from devclaw.trackers.base import Issue
-from devclaw.workflow import DEFAULT, Label
+from devclaw.workflow import DEFAULT, Label, customised
 from tests.fakes import (
     GITHUB_URL,
     GITLAB_URL,
@@ -482,3 +482,22 @@ def test_github_enterprise_api_root_and_its_pages(tmp_path: Path) -> None:
     assert moved.label is Label.TESTING
     assert {entry.path for entry in fake.log} == {"/repos/acme/webapp/issues", "/repos/acme/webapp/issues/1"}
     assert len(fake.log) == 4
+
+
+def test_a_projects_own_labels_are_what_the_tracker_reads_and_writes(h: Harness) -> None:
+    h.tracker.workflow = customised(
+        DEFAULT,
+        {Label.TO_DO: ("Backlog", None), "Blocked": (None, "#000000")},
+        {Label.TESTING: {"qa_refine": "Blocked"}, "Blocked": {"human": Label.TO_DO}},
+    )
+    created = h.tracker.ensure_labels()
+    assert "Backlog" in created and "Blocked" in created and "To Do" not in created
+    issue = h.seed("Add login page", ["bug", "Backlog"])
+    h.seed("Not ours", ["To Do"])  # the built-in label means nothing to this project
+    (listed,) = h.tracker.list_issues(Label.TO_DO)
+    assert (listed.id, listed.label) == (issue, Label.TO_DO)
+    moved = h.tracker.move_issue(listed, "Blocked")
+    assert moved.label == "Blocked" and sorted(h.labels_of(issue)) == ["Blocked", "bug"]
+    h.tracker.move_issue(moved, Label.TO_DO)
+    assert sorted(h.labels_of(issue)) == ["Backlog", "bug"]
+    assert h.tracker.get_issue(issue).label == Label.TO_DO
