@@ -311,7 +311,7 @@ def decide_release(ws: Workspace, state: ProjectsFile, params: ReleaseInput) -> 
             f"devclaw work loop: the {spec.title} worker could not finish this issue, so it was moved to "
             f"Refining for a person to decide.\n\nWhy: {params.reason}"
         )
-    freed = worker.model_copy(update={"active": False, "issue_id": None})
+    freed = worker.model_copy(update={"active": False, "issue_id": None, "picked_from": None})
     return Plan(
         tool="loop_release",
         group_id=params.project_group_id,

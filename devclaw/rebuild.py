@@ -110,8 +110,8 @@ class _History:
 
     session: dict[tuple[str, str, int], str | None] = field(default_factory=dict)
     model: dict[tuple[str, str, int], str] = field(default_factory=dict)
-    #: (groupId, role, issue) -> (pickup time, slot)
-    picked: dict[tuple[str, str, int], tuple[str, int]] = field(default_factory=dict)
+    #: (groupId, role, issue) -> (pickup time, slot, the state it was picked up from)
+    picked: dict[tuple[str, str, int], tuple[str, int, str | None]] = field(default_factory=dict)
     #: (groupId, issue) -> QA fails (the loop brake's count)
     qa_fails: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -128,7 +128,8 @@ class _History:
         key = (group, role, slot)
         if event == "task_pickup":
             self.model[key] = str(record.get("model"))
-            self.picked[(group, role, int(record.get("issue", 0)))] = (str(record.get("ts")), slot)
+            origin = str(record.get("labelTransition") or "").split(" → ")[0] or None
+            self.picked[(group, role, int(record.get("issue", 0)))] = (str(record.get("ts")), slot, origin)
             # A spawn starts a new session (none until it is confirmed); a send keeps the one it names.
             self.session[key] = str(record["sessionId"]) if record.get("sessionId") else None
         elif event == "task_pickup_confirm":
@@ -172,14 +173,14 @@ def _workers(group_id: str, role: Role, slots: int, issues: list[int], history: 
         Worker(session_id=history.session.get((group_id, role, s)), model=history.model.get((group_id, role, s)))
         for s in range(slots)
     ]
-    latest_first = sorted(issues, key=lambda i: history.picked.get((group_id, role, i), ("", 0))[0], reverse=True)
+    latest_first = sorted(issues, key=lambda i: history.picked.get((group_id, role, i), ("", 0, None))[0], reverse=True)
     free = list(range(slots))
     for issue in latest_first[:slots]:
-        picked_at, slot = history.picked.get((group_id, role, issue), ("", free[0]))
+        picked_at, slot, origin = history.picked.get((group_id, role, issue), ("", free[0], None))
         slot = slot if slot in free else free[0]
         free.remove(slot)
         workers[slot] = workers[slot].model_copy(
-            update={"active": True, "issue_id": issue, "start_time": picked_at or utc_now()}
+            update={"active": True, "issue_id": issue, "start_time": picked_at or utc_now(), "picked_from": origin}
         )
     return workers
 

@@ -14,10 +14,15 @@ Rules, in the order they are checked (the first that holds decides):
 8. approved only by its author: wait, and say so (devclaw never merges a change its author approved);
 9. otherwise: wait for a review.
 
+To Review is listed with its closed issues: a host closes an issue when the change that closes it merges,
+and such an issue still has QA ahead (the move reopens it). A closed issue whose change is not merged was
+closed by a person: it is left alone.
+
 Every move is a decision under the project's lock that re-reads the issue (``decide_review``), applied by
-the engine like any tool's. A merge is a tracker write of its own, made before that decision: if devclaw
-stops between the two, the next tick finds the change merged (rule 2) and moves the issue, so the move is
-never lost; that audit line then says ``merged: false`` although devclaw merged it.
+the engine like any tool's. A merge is a tracker write of its own, made before that decision. If the move
+then fails, a ``review_check`` line still records the merge; if devclaw stops between the two, the next
+tick finds the change merged (rule 2) and moves the issue, so the move is never lost (that line then says
+``merged: false``). One issue's failure, even a bug, is reported on its check and never stops the others.
 
 Requests per issue in To Review: ``changes_for``'s, then for an open change that merges cleanly
 ``review_of``'s, then a merge's 1, then the move's 2 (read, write) and its comment's 1.
@@ -29,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from devclaw.engine import Move, Plan, Record, mutate
-from devclaw.errors import DevclawError, WorkflowError, error_payload
+from devclaw.errors import DevclawError, WorkflowError, error_payload, record_crash
 from devclaw.state import Project, ProjectsFile
 from devclaw.tools.base import ToolResult
 from devclaw.tools.changes import chosen_change
@@ -118,7 +123,7 @@ def watch_reviews(ws: Workspace, state: ProjectsFile, *, dry_run: bool = False) 
 def _watch_project(ws: Workspace, group_id: str, project: Project, *, dry_run: bool) -> list[ReviewCheck]:
     try:
         tracker = ws.tracker(project)
-        issues = tracker.list_issues(Label.TO_REVIEW)
+        issues = tracker.list_issues(Label.TO_REVIEW, closed_too=True)
     except DevclawError as exc:
         message = error_payload(exc)["message"]
         return [ReviewCheck(group_id=group_id, project=project.name, issue_id=0, event=None,
@@ -132,8 +137,12 @@ def _watch_issue(
     check = ReviewCheck(group_id=group_id, project=project.name, issue_id=issue.id, event=None, reason="")
     try:
         change = chosen_change(tracker.changes_for(issue.id))
+        check.change_url = change.url if change else None
+        if issue.state == "closed" and (change is None or change.state != "merged"):
+            check.reason = "the issue was closed on the tracker, its change not merged: left as a person set it"
+            return check
         verdict = judge(project, tracker, change)
-        check.change_url, check.reason = (change.url if change else None), verdict.reason
+        check.reason = verdict.reason
         if verdict.event is None or dry_run:
             check.event = verdict.event
             return check
@@ -141,11 +150,26 @@ def _watch_issue(
         if verdict.merge:
             tracker.merge_change(change)
             check.merged = True
-        moved = mutate(ws, group_id, lambda s: decide_review(ws, s, group_id, issue.id, verdict, check)).result
-        return moved
+        return mutate(ws, group_id, lambda s: decide_review(ws, s, group_id, issue.id, verdict, check)).result
     except DevclawError as exc:
         check.error = error_payload(exc)["message"]
-        return check
+    except Exception as exc:  # noqa: BLE001 (a bug on one issue must not stop the tick for every project)
+        check.error = record_crash(exc, ws.memory).message
+    if check.merged:
+        _record_merge(ws, group_id, project, check)
+    return check
+
+
+def _record_merge(ws: Workspace, group_id: str, project: Project, check: ReviewCheck) -> None:
+    """The merge was made but the move failed: the audit log still says devclaw merged it (the next tick
+    moves the issue)."""
+    fields = {"project": project.name, "groupId": group_id, "issue": check.issue_id, "reviewEvent": None,
+              "reason": check.reason, "changeUrl": check.change_url, "merged": True, "error": check.error}  # fmt: skip
+    plan = Plan(tool="review_check", group_id=group_id, result=check, records=[Record("review_check", fields)])
+    try:
+        mutate(ws, group_id, lambda _: plan)
+    except DevclawError as exc:
+        check.error = f"{check.error}; the merge could not be logged either: {exc.message}"
 
 
 def decide_review(

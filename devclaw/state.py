@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from devclaw.errors import ConfigError, NotFoundError, StateError, WorkflowError
-from devclaw.workflow import DEFAULT, Role, Workflow, customised, with_review
+from devclaw.workflow import DEFAULT, Role, RoleSpec, Workflow, customised, with_review
 
 SCHEMA_VERSION: Literal[2] = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -103,6 +103,8 @@ class Worker(CamelModel):
     issue_id: int | None = None
     start_time: str | None = None
     model: str | None = None
+    #: The state the worker's issue was picked up from: health sends lost work back to that queue.
+    picked_from: str | None = None
     usage: TokenUsage | None = None
     last_completion: Completion | None = None
 
@@ -256,6 +258,13 @@ class Project(CamelModel):
             self.effective_workflow()
         except WorkflowError as exc:
             raise ValueError(str(exc)) from None
+        if self.review.merge and self.review.policy == "skip":
+            raise ValueError("review.merge: there is no review stage to merge after; set review.policy too")
+        if self.review.merge and self.tracker.provider == "local":
+            raise ValueError(
+                "review.merge: the embedded tracker cannot merge (its changes are links): merge where the code "
+                "lives and record it with `devclaw issue link-mr ... --state merged`"
+            )
         for role in self.roles:
             if not self.workers.get(role):
                 self.workers[role] = [Worker()]
@@ -286,12 +295,12 @@ class Project(CamelModel):
         """The built-in workflow with this project's review stage and its own settings over it."""
         return _effective_workflow(self.review.policy, self.workflow.model_dump_json())
 
-    @property
-    def must_be_merged(self) -> bool:
-        """``changes.mustBeMerged``, or its default: merged, unless a review stage comes before QA."""
+    def must_be_merged(self, spec: RoleSpec) -> bool:
+        """Whether ``spec``'s gated results need a merged change: ``changes.mustBeMerged``, or by default yes,
+        unless a review stage comes after the role (DEV done: the review comes before the merge)."""
         if self.changes.must_be_merged is not None:
             return self.changes.must_be_merged
-        return self.review.policy == "skip"
+        return not (spec.review_defers_merge and self.review.policy != "skip")
 
     @property
     def changes_required(self) -> bool:

@@ -111,6 +111,11 @@ class RoleSpec:
     revert_after_fail: Event | None = None
     #: Results refused unless the issue has a change (MR/PR), as the project's ``changes`` settings say.
     change_gated: tuple[Result, ...] = ()
+    #: Whether a review stage after this role lets its gated results accept an unmerged change (DEV done:
+    #: the review comes before the merge). Unless ``changes.mustBeMerged`` says otherwise.
+    review_defers_merge: bool = False
+    #: Results after which devclaw merges the issue's change, when the project's ``review.merge`` says so.
+    merges_on: tuple[Result, ...] = ()
     #: Whether the worker's task names the issue's change (its branch and diff), when there is one.
     sees_change: bool = False
     #: How the fix instructions frame this role's words when its result sends work back to DEV.
@@ -140,6 +145,7 @@ ROLES: dict[Role, RoleSpec] = {
         emoji_by_model={"haiku": "⚡", "sonnet": "🔧", "opus": "🧠"},
         revert_after_fail=Event.REVERT_FIX,
         change_gated=("done",),
+        review_defers_merge=True,
     ),
     "qa": RoleSpec(
         name="qa",
@@ -180,6 +186,7 @@ ROLES: dict[Role, RoleSpec] = {
             "must decide>."
         ),
         emoji="👀",
+        merges_on=("approve",),
         sees_change=True,
         feedback_frame="The reviewer's words",
     ),
@@ -241,9 +248,12 @@ class Workflow:
     def issue_state(self, event: Event, target: State, now: IssueState) -> IssueState | None:
         """The open/closed state to write with a move (None: leave it). A closed issue that moves on to a state
         where work goes on is reopened: a host closes an issue when a change that closes it is merged."""
-        if event in self.issue_state_after:
-            return self.issue_state_after[event]
-        return "open" if now == "closed" and self.transitions.get(target) else None
+        after = self.issue_state_after.get(event)
+        if after == "closed" and not self.transitions.get(target):
+            return after  # closed only where the work ends: a project may redirect QA pass to a person
+        if after == "open" or (now == "closed" and self.transitions.get(target)):
+            return "open"
+        return None
 
     def role(self, name: Role) -> RoleSpec:
         """The row of ``name`` in this workflow; a ``WorkflowError`` naming its roles for any other name."""
@@ -362,7 +372,11 @@ _REVIEW_MOVES: dict[str, dict[State, dict[Event, State]]] = {
     },
     "agent": {
         Label.DOING: {Event.DEV_DONE: Label.TO_REVIEW},
-        Label.TO_REVIEW: {Event.REVIEW_PICKUP: Label.REVIEWING, Event.CHANGE_CLOSED: Label.REJECTED},
+        Label.TO_REVIEW: {
+            Event.REVIEW_PICKUP: Label.REVIEWING,
+            Event.CHANGE_APPROVED: Label.TO_TEST,
+            Event.CHANGE_CLOSED: Label.REJECTED,
+        },
         Label.REVIEWING: {
             Event.REVIEW_APPROVE: Label.TO_TEST,
             Event.REVIEW_REJECT: Label.TO_IMPROVE,

@@ -18,7 +18,7 @@ import pytest
 from devclaw.errors import NotFoundError, WorkflowError
 from devclaw.state import ChangeSettings, Project, ReviewSettings, TrackerConfig
 from devclaw.trackers.base import ChangeRequest
-from devclaw.workflow import Label
+from devclaw.workflow import ROLES, Label
 from devclaw.workspace import Workspace
 from tests.conftest import GROUP, PYTHON, call, snapshot
 from tests.fakes import (
@@ -312,7 +312,7 @@ def test_the_defaults_follow_the_tracker(ws: Workspace) -> None:
     assert Project(name="a", tracker=TrackerConfig(provider="gitlab")).changes_required is True
     assert Project(name="a", tracker=TrackerConfig(provider="github")).changes_required is True
     explicit = Project(name="a", tracker=TrackerConfig(provider="github"), changes=ChangeSettings(required=False))
-    assert explicit.changes_required is False and explicit.must_be_merged is True
+    assert explicit.changes_required is False and explicit.must_be_merged(ROLES["dev"]) is True
 
 
 def test_an_invalid_changes_setting_is_refused_naming_the_field(ws: Workspace) -> None:

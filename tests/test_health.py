@@ -87,7 +87,7 @@ def test_issue_gone(ws: Workspace, tracker: LocalTracker) -> None:
     fixed = health(ws, autoFix=True, activeSessions=[DEV_SESSION])
     assert fixed["fixesApplied"] == 1 and fixed["issues"][0]["fixed"] is True
     assert worker(ws, "dev") == {"active": False, "sessionId": DEV_SESSION, "issueId": None,
-                                 "startTime": worker(ws, "dev")["startTime"], "model": "sonnet"}  # fmt: skip
+                                 "startTime": worker(ws, "dev")["startTime"], "model": "sonnet", "pickedFrom": None}  # fmt: skip
     assert health(ws, autoFix=True, activeSessions=[DEV_SESSION])["healthy"] is True
 
 

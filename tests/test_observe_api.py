@@ -454,9 +454,11 @@ def test_a_projects_own_workflow_is_what_the_board_and_triage_show(workspace: Pa
         "states": {"To Do": {"label": "Backlog"}, "Blocked": {}},
         "transitions": {"Testing": {"qa_refine": "Blocked"}, "Blocked": {"human": "To Do"}},
     }))  # fmt: skip
+    # The demo's #3 is on "To Do", which the new workflow renames: out of the way first, then back under the
+    # project's new name for it (Planning -> To Do is a person's move). #2 waits for a person on Blocked.
+    devclaw(workspace, "issue", "label", GROUP, "3", "Planning", "--force")
     devclaw(workspace, "project", "edit", GROUP, "--workflow", str(custom))
-    # The demo's #3 is on "To Do": relabelled as the project now calls it; #2 waits for a person on Blocked.
-    devclaw(workspace, "issue", "label", GROUP, "3", "Backlog", "--force")
+    devclaw(workspace, "issue", "label", GROUP, "3", "Backlog")
     devclaw(workspace, "issue", "label", GROUP, "2", "Blocked", "--force")
     with Observer(workspace, "--refresh", "3600") as running:
         wait_for(lambda: project(running.state(), GROUP)["queues"]["readAt"], "the first queue read")
@@ -469,3 +471,9 @@ def test_a_projects_own_workflow_is_what_the_board_and_triage_show(workspace: Pa
         assert re.search(r"<h3>Backlog <span", live) and re.search(r"<h3>Blocked <span", live)
         triage = running.get("/triage").text
         assert "#2" in triage and "Blocked" in triage
+        # Its "send on" button is the person's move the project's workflow gives Blocked: to To Do, "Backlog".
+        answer = _form_post(
+            running, {"csrf": _page_csrf(running), "groupId": GROUP, "issueId": "2"}, Origin=running.url
+        )
+        assert answer.status == 303 and "moved%20to%20Backlog" in answer.headers["location"].replace("+", "%20")
+        assert devclaw(workspace, "issue", "show", GROUP, "2")["labels"] == ["Backlog"]

@@ -6,6 +6,8 @@ clients against the stateful fakes, and the embedded tracker."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -152,6 +154,15 @@ def change_of(h: Harness, url: str) -> FakeChange:
     return h.fake.project.changes[int(url.rsplit("/", 1)[1])]
 
 
+def merge_on_host(h: Harness, url: str) -> None:
+    """A person merges the change on the host, which closes the issues it closes, as GitLab and GitHub do."""
+    change = change_of(h, url)
+    change.state = "merged"
+    assert h.fake is not None
+    for number in change.closes:
+        h.fake.project.issues[number].state = "closed"
+
+
 @pytest.mark.parametrize("kind", REMOTE_KINDS)
 def test_an_approved_change_is_merged_by_devclaw_and_the_issue_goes_to_qa(
     kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
@@ -196,10 +207,10 @@ def test_without_merge_an_approved_change_waits_for_a_person_to_merge_it(
         issue, url = in_review(h, ws, **approval)
         (check,) = tick(ws)["reviews"]
         assert check["event"] is None and "waiting for a person to merge it" in check["reason"]
-        change_of(h, url).state = "merged"  # a person merges it on the host
+        merge_on_host(h, url)  # which closes the issue: To Review is listed with its closed issues
         (check,) = watch_reviews(ws, ws.store.read())
         assert (check.event, check.merged) == ("change_approved", False)
-        assert h.labels_of(issue) == ["To Test"]
+        assert h.labels_of(issue) == ["To Test"] and h.state_of(issue) == "open"  # reopened for QA
 
 
 @pytest.mark.parametrize("kind", REMOTE_KINDS)
@@ -270,7 +281,10 @@ def test_health_moves_on_a_review_whose_change_a_person_merged_or_closed(
         issue, url = in_review(h, ws)
         call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
         call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="reviewer", sessionId=REVIEWER_SESSION)
-        change_of(h, url).state = outcome  # type: ignore[assignment]
+        if outcome == "merged":
+            merge_on_host(h, url)  # the merge closes the issue: it drops out of the open Reviewing listing
+        else:
+            change_of(h, url).state = "closed"
         sessions = [DEV_SESSION, REVIEWER_SESSION]
         first = call(ws, "session_health", autoFix=True, activeSessions=sessions)
         (found,) = first["issues"]
@@ -310,3 +324,94 @@ def test_on_the_embedded_tracker_a_linked_changes_state_moves_the_review(
         (check,) = watch_reviews(ws, ws.store.read())
         assert (check.event, check.merged, check.label_transition) == ("change_approved", False, "To Review → To Test")
         assert h.labels_of(issue) == ["To Test"]
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_an_issue_a_person_closed_with_its_change_unmerged_is_left_alone(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="human", review_merge=True, required=True) as h:
+        approval = {"approved_by": ["alice"]} if kind == "gitlab" else {"reviews": [("alice", "APPROVED")]}
+        issue, url = in_review(h, ws, author="bob", **approval)
+        assert h.fake is not None
+        h.fake.project.issues[issue].state = "closed"  # "won't do", said by closing the issue
+        (check,) = watch_reviews(ws, ws.store.read())
+        assert check.event is None and "left as a person set it" in check.reason
+        assert change_of(h, url).state == "open" and h.labels_of(issue) == ["To Review"]
+        assert h.state_of(issue) == "closed"
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_health_moves_on_a_queued_review_whose_change_a_person_merged(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
+        issue, url = in_review(h, ws)
+        merge_on_host(h, url)
+        first = call(ws, "session_health", autoFix=True, activeSessions=[DEV_SESSION])
+        assert [(f["type"], f["issueId"], f["fixed"]) for f in first["issues"]] == [
+            ("change_merged_in_review", issue, True)
+        ]
+        assert h.labels_of(issue) == ["To Test"] and h.state_of(issue) == "open"
+        assert call(ws, "session_health", autoFix=True, activeSessions=[DEV_SESSION])["issues"] == []
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_a_reviewer_agents_approve_has_devclaw_merge_the_change_with_review_merge(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="agent", review_merge=True, required=True) as h:
+        issue, url = in_review(h, ws)
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        approved = call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="approve")
+        assert (approved["changeMerged"], approved["changeUrl"], approved["changeState"]) == (True, url, "merged")
+        assert change_of(h, url).state == "merged"
+        assert h.labels_of(issue) == ["To Test"] and h.state_of(issue) == "open"  # the merge closed it; reopened
+        (line,) = [r for r in ws.audit.records() if r["event"] == "task_complete" and r["role"] == "reviewer"]
+        assert line["changeMerged"] is True
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        assert call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="pass")["issueClosed"] is True
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_without_review_merge_qa_cannot_pass_an_approved_change_until_a_person_merges_it(
+    kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
+        issue, url = in_review(h, ws)
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        approved = call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="approve")
+        assert "changeMerged" not in approved and change_of(h, url).state == "open"
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
+        with pytest.raises(WorkflowError, match=f'QA "pass" refused for issue #{issue}'):
+            call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="pass")
+        merge_on_host(h, url)
+        assert call(ws, "task_complete", projectGroupId=GROUP, role="qa", result="pass")["labelTransition"] == (
+            "Testing → Done"
+        )
+
+
+def test_review_merge_needs_a_review_stage_and_a_host_that_can_merge(ws: Workspace) -> None:
+    refused = devclaw(ws, "project", "add", GROUP, "--name", "webapp", "--review-merge")
+    assert "review.merge: there is no review stage to merge after" in refused.stdout
+    refused = devclaw(ws, "project", "add", GROUP, "--name", "webapp", "--review", "human", "--review-merge")
+    assert "review.merge: the embedded tracker cannot merge" in refused.stdout
+    assert not (ws.memory / "projects.json").exists() or GROUP not in (ws.memory / "projects.json").read_text()
+
+
+def test_dev_work_sent_back_by_a_review_returns_to_to_improve_when_its_worker_dies(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with workspace("local", ws, monkeypatch, review="agent") as h:
+        issue: int = h.issue  # type: ignore[attr-defined]
+        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="reject", summary="no tests")
+        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="dev")
+        assert ws.store.read().project(GROUP).worker("dev").picked_from == "To Improve"
+        call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="dev", sessionId=DEV_SESSION)
+        later = replace(ws, clock=lambda: ws.clock() + timedelta(minutes=10))  # past the grace period
+        found = call(later, "session_health", autoFix=True, activeSessions=[])["issues"]
+        assert [(f["type"], f["labelReverted"]) for f in found] == [("zombie_session", True)]
+        # Not To Do: it failed no QA, but a review sent it back, and it keeps its place before new work.
+        assert h.labels_of(issue) == ["To Improve"]

@@ -82,7 +82,7 @@ def test_full_lifecycle_with_fail_fix_and_pass(ws: Workspace, tracker: LocalTrac
     assert done["announcement"] == "✅ DEV done #1 — Login page with OAuth. Moved to QA queue."
     assert done["labelTransition"] == "Doing → To Test" and done["gitPull"].startswith("warning: no repo")
     assert worker(ws, "dev") == {"active": False, "sessionId": DEV_SESSION, "issueId": None,
-                                 "startTime": worker(ws, "dev")["startTime"], "model": "sonnet"}  # fmt: skip
+                                 "startTime": worker(ws, "dev")["startTime"], "model": "sonnet", "pickedFrom": None}  # fmt: skip
     qa = pickup(ws, issue, "qa")
     assert qa["announcement"] == "🔍 Spawning QA (grok) for #1: Add login page" and qa["labelTransition"] == (
         "To Test → Testing"

@@ -109,6 +109,7 @@ REVIEW_MOVES = {
     "agent": {
         (Label.DOING, Event.DEV_DONE): Label.TO_REVIEW,
         (Label.TO_REVIEW, Event.REVIEW_PICKUP): Label.REVIEWING,
+        (Label.TO_REVIEW, Event.CHANGE_APPROVED): Label.TO_TEST,
         (Label.TO_REVIEW, Event.CHANGE_CLOSED): Label.REJECTED,
         (Label.REVIEWING, Event.REVIEW_APPROVE): Label.TO_TEST,
         (Label.REVIEWING, Event.REVIEW_REJECT): Label.TO_IMPROVE,

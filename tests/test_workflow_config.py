@@ -101,3 +101,25 @@ def test_an_invalid_workflow_written_into_projects_json_by_hand_is_named_on_read
     ws.store.path.write_text(json.dumps(data))
     listed = devclaw(ws, "project", "list")
     assert f'projects.{GROUP}: workflow.transitions.Blocked: no state "Blocked"' in error_of(listed)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "label"),
+    [
+        (["--review", "human"], ["--review", "skip"], "To Review"),
+        ([], ["--workflow", "RENAME"], "To Do"),
+    ],
+)
+def test_a_change_that_would_strand_issues_on_a_dropped_label_is_refused(
+    ws: Workspace, tmp_path: Path, first: list[str], then: list[str], label: str
+) -> None:
+    rename = tmp_path / "rename.json"
+    rename.write_text(json.dumps({"states": {"To Do": {"label": "Backlog"}}}))
+    assert devclaw(ws, "project", "add", GROUP, "--name", "webapp", *first).returncode == 0
+    made = devclaw(ws, "issue", "create", GROUP, "--title", "Held", "--label", label)
+    issue = json.loads(made.stdout)["id"]
+    before = snapshot(ws)
+    refused = devclaw(ws, "project", "edit", GROUP, *[str(rename) if arg == "RENAME" else arg for arg in then])
+    message = error_of(refused)
+    assert f'Issues #{issue} of webapp are on "{label}", which this change takes out of the workflow' in message
+    assert snapshot(ws) == before

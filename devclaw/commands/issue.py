@@ -104,12 +104,15 @@ def run_label(ws: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
-def label_issue(ws: Workspace, group_id: str, issue_id: int, label: str, *, force: bool = False) -> dict[str, Any]:
+def label_issue(
+    ws: Workspace, group_id: str, issue_id: int, label: str | None, *, force: bool = False
+) -> dict[str, Any]:
     """The human move (Planning/Refining -> To Do; anything else with ``force``): the one code path for
-    ``devclaw issue label`` and every other front end that lets a person move an issue. Returns the issue."""
+    ``devclaw issue label`` and every other front end that lets a person move an issue. ``label`` None: the
+    person's move from where the issue is, as the project's workflow says. Returns the issue."""
     group_id = normalize_group_id(group_id)
     _, tracker = _open(ws, group_id, writing=True)
-    target = tracker.workflow.parse(label)
+    target = tracker.workflow.parse(label) if label is not None else None
     decide = lambda state: decide_label(ws, state, group_id, issue_id, target, force)  # noqa: E731
     mutate(ws, group_id, decide)
     return ws.tracker(ws.store.read().project(group_id)).get_issue(issue_id).as_json()
@@ -121,11 +124,13 @@ class LabelResult(BaseModel):
 
 
 def decide_label(
-    ws: Workspace, state: ProjectsFile, group_id: str, issue_id: int, target: State, force: bool
+    ws: Workspace, state: ProjectsFile, group_id: str, issue_id: int, target: State | None, force: bool
 ) -> Plan[LabelResult]:
     project = state.project(group_id)
     tracker = ws.tracker(project)
     issue = tracker.get_issue(issue_id)
+    if target is None:
+        target = tracker.workflow.next(issue.label, Event.HUMAN)
     tracker.workflow.human_move(issue.label, target, force=force)
     if issue.label == target:  # already there (a retry whose first try landed): nothing to do, nothing to log
         return Plan(

@@ -121,8 +121,26 @@ def run_edit(ws: Workspace, args: argparse.Namespace) -> int:
             f"A {busy[0]} worker of {current.name} is active, and the new review policy has no {busy[0]} role: "
             "let it finish (or free it with session_health) before changing the policy"
         )
+    if current.tracker.identity() == project.tracker.identity():
+        _check_nothing_stranded(ws, group_id, current, project)
     print_json({"success": True, **register_project(ws, group_id, project, update=True)})
     return 0
+
+
+def _check_nothing_stranded(ws: Workspace, group_id: str, current: Project, new: Project) -> None:
+    """Refuse a workflow change that would leave issues on a label the project no longer owns (a state gone
+    with its review stage, a renamed label): devclaw would stop seeing them. One listing per such state."""
+    before, after = current.effective_workflow(), new.effective_workflow()
+    dropped = [s for s in before.states if s not in after.states or after.label(s) != before.label(s)]
+    tracker = ws.tracker(current)
+    for state in dropped:
+        found = [f"#{issue.id}" for issue in tracker.list_issues(state)]
+        if found:
+            raise InputError(
+                f'Issues {", ".join(found[:10])} of {current.name} are on "{before.label(state)}", which this '
+                f"change takes out of the workflow. Move them to a state it keeps first (devclaw issue label "
+                f"{group_id} ISSUE LABEL), then change it; nothing was changed"
+            )
 
 
 def _validated(data: dict[str, Any]) -> Project:

@@ -34,7 +34,7 @@ def processes(option: int | None) -> int:
     text = os.environ.get(PROCESSES_ENV, "").strip()
     source = "--processes" if option is not None else PROCESSES_ENV
     if option is None and not text:
-        return min(len(os.sched_getaffinity(0)), DEFAULT_MAX)
+        return min(_usable_cpus(), DEFAULT_MAX)
     try:
         count = option if option is not None else int(text)
     except ValueError:
@@ -48,3 +48,9 @@ def run_serve(ws: Workspace, args: argparse.Namespace) -> int:
     from devclaw.serve import run
 
     return run(args.workspace, processes(args.processes))
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, on Linux), else the machine's."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1

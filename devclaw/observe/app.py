@@ -53,7 +53,7 @@ from devclaw.observe.views import (
     triage_view,
 )
 from devclaw.redact import redact
-from devclaw.workflow import ROLES, Label
+from devclaw.workflow import DEFAULT, ROLES, Label
 
 HERE = Path(__file__).parent
 COOKIE = "devclaw_observe"
@@ -311,18 +311,22 @@ class Site:
             )
         try:
             group_id, issue_id = _target(fields)
-            moved = await asyncio.to_thread(label_issue, self.obs.ws, group_id, issue_id, Label.TO_DO)
+            # The person's move from where the issue waits (To Do from Planning or Refining; a project's own
+            # waiting state moves where its workflow says).
+            moved = await asyncio.to_thread(label_issue, self.obs.ws, group_id, issue_id, None)
         except DevclawError as exc:
             if is_form:
                 return _back_to_triage(error_payload(exc)["message"], failed=True)
             return _error(exc, 404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, InputError) else 409)
         snapshot, project = self.obs.board.snapshots.get(group_id), self.obs.state.projects.get(group_id)
-        if snapshot is not None and project is not None:
-            snapshot.move(issue_id, Label.TO_DO, project.effective_workflow())
+        workflow = project.effective_workflow() if project is not None else DEFAULT
+        target = workflow.state_of(moved["labels"]) or Label.TO_DO
+        if snapshot is not None:
+            snapshot.move(issue_id, target, workflow)
         self.obs.request_read(group_id)
         self.obs.bump()
         if is_form:
-            return _back_to_triage(f"#{issue_id} moved to To Do", failed=False)
+            return _back_to_triage(f"#{issue_id} moved to {workflow.label(target)}", failed=False)
         return _json({"success": True, "issue": moved})
 
     def _may_write(self, request: Request, fields: dict[str, Any]) -> bool:

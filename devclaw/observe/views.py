@@ -13,7 +13,7 @@ from devclaw.observe.board import QueueSnapshot, shown_queues, worker_rows
 from devclaw.observe.history import STAGE_NAMES, DayStats, IssueHistory, UsageTotals, parse_ts
 from devclaw.observe.live import Observatory
 from devclaw.state import Project
-from devclaw.workflow import Label
+from devclaw.workflow import Event, Label
 
 NO_USAGE_NOTE = (
     "No token usage recorded yet: the work loop records it on each task_complete line "
@@ -278,6 +278,7 @@ def triage_view(obs: Observatory) -> dict[str, Any]:
                         "title": item.title,
                         "url": item.url,
                         "label": workflow.label(label),
+                        "sendTo": workflow.label(workflow.next(label, Event.HUMAN)),
                         "reason": _reason(label, known, item.description),
                         "loopBrake": bool(known and known.braked),
                     }

@@ -34,25 +34,30 @@ def chosen_change(changes: tuple[ChangeRequest, ...]) -> ChangeRequest | None:
 def gate_change(
     tracker: Tracker, project: Project, group_id: str, issue: Issue, spec: RoleSpec, result: str
 ) -> ChangeRequest | None:
-    """The issue's change when the project requires one; refuses ``spec``'s ``result`` without it, or with
-    an unmerged one when ``changes.mustBeMerged``. Costs ``tracker.changes_for`` when required, else nothing."""
+    """The issue's change when the project requires one; refuses ``spec``'s ``result`` without it, with a
+    closed one, or with an unmerged one where it must be merged (``Project.must_be_merged``). Costs
+    ``tracker.changes_for`` when required, else nothing."""
     if not project.changes_required:
         return None
     change = chosen_change(tracker.changes_for(issue.id))
     next_step = _NextStep(tracker, project, group_id, issue)
-    refused = f'{spec.title} "{result}" refused for issue #{issue.id} on {project.name}'
-    unchanged = f"Nothing was changed (the issue stays on {spec.active_label}, the worker stays active)"
     if change is None:
         where = "closes or mentions it" if next_step.url else "is linked to it"
         found = f"no {tracker.change_noun} {where}"
-        raise ChangeRequiredError(
-            f"{refused}: {found}. Next: {next_step.open()}; then call task_complete again. {unchanged}"
-        )
-    if project.must_be_merged and change.state != "merged":
+        raise ChangeRequiredError(_refusal(issue, project, spec, result, found, next_step.open()))
+    if change.state == "closed" or (project.must_be_merged(spec) and change.state != "merged"):
         found = f"its {tracker.change_noun} {change.url} is {_describe(change)}, not merged"
         step = next_step.reopen(change) if change.state == "closed" else next_step.merge(change)
-        raise ChangeRequiredError(f"{refused}: {found}. Next: {step}; then call task_complete again. {unchanged}")
+        raise ChangeRequiredError(_refusal(issue, project, spec, result, found, step))
     return change
+
+
+def _refusal(issue: Issue, project: Project, spec: RoleSpec, result: str, found: str, step: str) -> str:
+    return (
+        f'{spec.title} "{result}" refused for issue #{issue.id} on {project.name}: {found}. Next: {step}; then '
+        f"call task_complete again. Nothing was changed (the issue stays on {spec.active_label}, the worker "
+        "stays active)"
+    )
 
 
 class _NextStep:

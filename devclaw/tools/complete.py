@@ -11,12 +11,12 @@ import json
 from pydantic import Field
 
 from devclaw.engine import Move, Plan, Record, mutate
-from devclaw.errors import InputError, WorkflowError
+from devclaw.errors import ChangeRequiredError, InputError, TrackerError, WorkflowError
 from devclaw.model_selection import full_model, select_model
 from devclaw.redact import redact
 from devclaw.state import Completion, Project, ProjectsFile, SlotChange, TokenUsage
 from devclaw.tools.base import MutationInput, MutationResult, Tool
-from devclaw.tools.changes import gate_change
+from devclaw.tools.changes import chosen_change, gate_change
 from devclaw.tools.common import (
     MAX_TEXT,
     GroupId,
@@ -70,6 +70,8 @@ class TaskCompleteResult(MutationResult):
     #: DEV done on a project that requires a change: the merge/pull request it was accepted with.
     change_url: str | None = None
     change_state: str | None = None
+    #: A reviewer's approve with ``review.merge``: devclaw merged that change.
+    change_merged: bool | None = None
 
 
 def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResult:
@@ -88,11 +90,38 @@ def task_complete(ws: Workspace, params: TaskCompleteInput) -> TaskCompleteResul
         # The summary goes into projects.json (the completion, an intent) as well as the result and the
         # audit line: a token in it is masked once, here, for all of them.
         params = params.model_copy(update={"summary": redact(params.summary)})
-    decide = lambda state: decide_complete(ws, state, params)  # noqa: E731
+    merged = None if params.dry_run else _merge_first(ws, params)
+    decide = lambda state: decide_complete(ws, state, params, merged)  # noqa: E731
     return mutate(ws, params.project_group_id, decide, dry_run=params.dry_run).result
 
 
-def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInput) -> Plan[TaskCompleteResult]:
+def _merge_first(ws: Workspace, params: TaskCompleteInput) -> ChangeRequest | None:
+    """A result after which devclaw merges the change (a reviewer's approve, with ``review.merge``): the merge
+    is made before the completion, which then finds it merged. If devclaw stops in between, the reviewer is
+    still on Reviewing with a merged change, which session_health moves on (``change_merged_in_review``).
+    Returns the change merged now (None: nothing to merge, or merged already)."""
+    project = ws.store.read().project(params.project_group_id)
+    spec = project.effective_workflow().role(params.role)
+    if params.result not in spec.merges_on or not project.review.merge or not project.changes_required:
+        return None
+    _, worker = active_worker(project, spec, params.issue_id, "Nothing to complete.")
+    tracker = ws.tracker(project)
+    change = chosen_change(tracker.changes_for(worker.issue_id or 0))
+    if change is None or change.state != "open":
+        return None
+    try:
+        return tracker.merge_change(change)
+    except TrackerError as exc:
+        raise ChangeRequiredError(
+            f'{spec.title} "{params.result}" for issue #{worker.issue_id} on {project.name}: devclaw could not merge '
+            f"{change.url} ({exc.message}). Next: make it mergeable (or merge it by hand), then call task_complete "
+            f"again. Nothing was changed (the issue stays on {spec.active_label}, the worker stays active)"
+        ) from exc
+
+
+def decide_complete(
+    ws: Workspace, state: ProjectsFile, params: TaskCompleteInput, merged: ChangeRequest | None = None
+) -> Plan[TaskCompleteResult]:
     project = state.project(params.project_group_id)
     workflow = project.effective_workflow()
     spec = workflow.role(params.role)
@@ -114,7 +143,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "it was moved outside devclaw. Run session_health to reconcile the worker."
         )
     gated = params.result in spec.change_gated
-    change = gate_change(tracker, project, params.project_group_id, issue, spec, params.result) if gated else None
+    change = gate_change(tracker, project, params.project_group_id, issue, spec, params.result) if gated else merged
     fails: dict[str, int] = {}
     if requested is Event.QA_FAIL:
         count = project.qa_fail_count(issue.id) + 1
@@ -125,6 +154,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
     target = workflow.next(issue.label, event)
     move = Move(issue, target, workflow.issue_state(requested, target, issue.state))
     result = _result(project, params, issue, move, change)
+    result.change_merged = True if merged else None
     if spec.feedback_frame and move.target in workflow.role("dev").start_labels:
         _add_fix_instructions(result, project, issue, params, spec, state.models)
     comment = None
@@ -132,7 +162,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
         comment = _brake(result, issue, params, fails[str(issue.id)])
     done = Completion(issue_id=issue.id, result=params.result, response=result.model_dump(mode="json", by_alias=True))
     freed = worker.model_copy(
-        update={"active": False, "issue_id": None, "usage": params.usage, "last_completion": done}
+        update={"active": False, "issue_id": None, "picked_from": None, "usage": params.usage, "last_completion": done}
     )
     record = Record(
         "task_complete",
@@ -149,6 +179,7 @@ def decide_complete(ws: Workspace, state: ProjectsFile, params: TaskCompleteInpu
             "gitPull": None,
             "loopBrake": result.loop_brake,
             **({"changeUrl": change.url, "changeState": change.state} if change else {}),
+            **({"changeMerged": True} if merged else {}),
             "model": (params.usage.model if params.usage else None) or full_model(worker.model, state.models),
             "sessionId": worker.session_id,
             **(

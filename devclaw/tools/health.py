@@ -236,11 +236,17 @@ def _read_trackers(ws: Workspace, state: ProjectsFile) -> dict[str, _TrackerView
         return dict(zip(state.projects, views, strict=True))
 
 
+def _watches_changes(project: Project) -> bool:
+    """Whether health looks at changes: a reviewer agent's project that requires them (with policy "human"
+    the tick watches them; without a review stage nothing waits for one)."""
+    return project.review.policy == "agent" and project.changes_required
+
+
 def _in_review(tracker: Tracker, project: Project) -> dict[int, Issue]:
-    """To Review, for a project whose reviewer is an agent (with policy "human" the tick watches it)."""
-    if project.review.policy != "agent" or not project.changes_required:
+    """To Review, closed issues included (a merge closes its issue), where health looks at changes."""
+    if not _watches_changes(project):
         return {}
-    return {issue.id: issue for issue in tracker.list_issues(Label.TO_REVIEW)}
+    return {issue.id: issue for issue in tracker.list_issues(Label.TO_REVIEW, closed_too=True)}
 
 
 def _claimed(state: ProjectsFile) -> dict[tuple[str, str, str], set[int]]:
@@ -410,7 +416,7 @@ class _Slot:
         )
 
     def freed(self, *, forget_session: bool = False) -> Worker:
-        update: dict[str, Any] = {"active": False, "issue_id": None}
+        update: dict[str, Any] = {"active": False, "issue_id": None, "picked_from": None}
         if forget_session:
             update["session_id"] = None
         return self.worker.model_copy(update=update)
@@ -449,67 +455,76 @@ def _scan(run: _Run, state: ProjectsFile, group_id: str, grace: list[GraceWorker
 def _change_findings(
     run: _Run, group_id: str, project: Project, view: _TrackerView, found: list[_Finding]
 ) -> list[_Finding]:
-    """What the changes say, in a project with a reviewer agent that requires changes: a change a person
-    merged or closed while a reviewer works on it (the reviewer is freed and the issue moves on to To Test,
-    or to Rejected), and a change closed while its issue waits in To Review (to Rejected). A reviewer another
-    check already fixes (a dead session, say) is left to that fix."""
-    if not project.changes_required or project.review.policy != "agent":
+    """What the changes say, in a project with a reviewer agent that requires changes (``_in_review``): a
+    change a person merged or closed while its issue waits in To Review or a reviewer works on it. The issue
+    moves on to To Test (reopened if the host closed it on the merge) or to Rejected, and its reviewer is
+    freed. That fix replaces the ``issue_closed`` finding of a reviewer whose issue the merge closed; a
+    reviewer another check already fixes (a dead session, say) is left to that fix."""
+    if not _watches_changes(project):
         return []
     spec = project.effective_workflow().role("reviewer")
     findings: list[_Finding] = []
-    fixed = {(f.report.role, f.report.slot or 0) for f in found if f.plan is not None}
+    fixed = {
+        (f.report.role, f.report.slot or 0) for f in found if f.plan is not None and f.report.type != "issue_closed"
+    }
     for slot, worker in project.active_slots(spec.name):
-        issue = view.active[spec.active_label].get(worker.issue_id or 0)
+        c = _Slot(run, group_id, project, spec, slot, worker, view)
+        issue = _reviewed_issue(c)
         if issue is not None and (spec.name, slot) not in fixed:
-            findings += _changed_under_review(_Slot(run, group_id, project, spec, slot, worker, view), issue)
+            findings += _changed(group_id, project, view, issue, c)
     for issue in view.in_review.values():
-        findings += _closed_in_queue(group_id, project, view, issue)
+        findings += _changed(group_id, project, view, issue)
+    covered = {(f.report.role, f.report.slot) for f in findings}
+    found[:] = [f for f in found if not (f.report.type == "issue_closed" and (f.report.role, f.report.slot) in covered)]
     return findings
 
 
-def _changed_under_review(c: _Slot, issue: Issue) -> list[_Finding]:
-    assert c.view is not None and c.view.tracker is not None
+def _reviewed_issue(c: _Slot) -> Issue | None:
+    """The issue an active reviewer works on, if it is still on Reviewing (open, or closed by a merge)."""
+    assert c.view is not None and c.worker.issue_id is not None
+    listed = c.view.active[c.spec.active_label].get(c.worker.issue_id)
+    if listed is not None:
+        return listed
     try:
-        change = c.view.change_of(issue.id)
+        issue = c.view.get_issue(c.worker.issue_id, c.worker.start_time)
     except DevclawError:
-        return []  # unknown is not changed: the next run looks again
-    if change is None or change.state == "open":
-        return []
-    event = Event.CHANGE_APPROVED if change.state == "merged" else Event.CHANGE_CLOSED
-    workflow = c.project.effective_workflow()
-    target = workflow.next(issue.label, event)
-    done = "merged" if change.state == "merged" else "closed without merging"
-    message = (
-        f"{c.who} reviews issue #{issue.id}, whose {c.view.tracker.change_noun} {change.url} a person {done}; "
-        f'the reviewer is freed and the issue goes to "{target}"'
-    )
-    report = c.report("change_merged_in_review" if change.state == "merged" else "change_closed", "warning", message)
-    move = Move(issue, target, workflow.issue_state(event, target, issue.state))
-    return [_Finding(report, c.plan(report, c.freed(), move))]
+        return None
+    return issue if issue.label == c.spec.active_label else None
 
 
-def _closed_in_queue(group_id: str, project: Project, view: _TrackerView, issue: Issue) -> list[_Finding]:
+def _changed(
+    group_id: str, project: Project, view: _TrackerView, issue: Issue, reviewer: _Slot | None = None
+) -> list[_Finding]:
+    """The fix for an issue in review whose change a person merged or closed (nothing for an open one)."""
+    assert view.tracker is not None
     try:
         change = view.change_of(issue.id)
     except DevclawError:
-        return []
-    if change is None or change.state != "closed":
-        return []
+        return []  # unknown is not changed: the next run looks again
+    if change is None or change.state == "open" or (issue.state == "closed" and change.state != "merged"):
+        return []  # an issue closed with its change unmerged was closed by a person: theirs
+    event = Event.CHANGE_APPROVED if change.state == "merged" else Event.CHANGE_CLOSED
     workflow = project.effective_workflow()
-    target = workflow.next(issue.label, Event.CHANGE_CLOSED)
-    message = (
-        f"Issue #{issue.id} on {project.name} waits in To Review, but its change {change.url} was closed "
-        f'without being merged; it goes to "{target}" and is closed'
+    target = workflow.next(issue.label, event)
+    move = Move(issue, target, workflow.issue_state(event, target, issue.state))
+    done = "merged" if change.state == "merged" else "closed without merging"
+    where = (
+        f"{reviewer.who} reviews issue #{issue.id}"
+        if reviewer
+        else f"Issue #{issue.id} on {project.name} waits in To Review"
     )
-    report = HealthIssue(type="change_closed", severity="warning", project=project.name, group_id=group_id,
-                         message=message, issue_id=issue.id)  # fmt: skip
-    move = Move(issue, target, workflow.issue_state(Event.CHANGE_CLOSED, target, issue.state))
-    record = Record(
-        "health_fix",
-        {"project": project.name, "groupId": group_id, "type": report.type, "issue": issue.id,
-         "changeUrl": change.url, "labelTransition": move.transition},
-    )  # fmt: skip
-    plan = Plan(tool="session_health", group_id=group_id, result=report, move=move, records=[record])
+    message = f'{where}; a person {done} its {view.tracker.change_noun} {change.url}: it goes to "{target}"'
+    kind = "change_merged_in_review" if change.state == "merged" else "change_closed"
+    if reviewer is not None:
+        report = reviewer.report(kind, "warning", message + " and the reviewer is freed")
+        return [_Finding(report, reviewer.plan(report, reviewer.freed(), move))]
+    report = HealthIssue(type=kind, severity="warning", project=project.name, group_id=group_id, message=message,
+                         issue_id=issue.id)  # fmt: skip
+    fields = {"project": project.name, "groupId": group_id, "type": kind, "issue": issue.id,
+              "changeUrl": change.url, "labelTransition": move.transition}  # fmt: skip
+    plan = Plan(
+        tool="session_health", group_id=group_id, result=report, move=move, records=[Record("health_fix", fields)]
+    )
     return [_Finding(report, plan)]
 
 
@@ -683,7 +698,7 @@ def _revert_and_free(c: _Slot, report: HealthIssue, forget_session: bool) -> boo
     move = None
     workflow = c.project.effective_workflow()
     if issue is not None and issue.label == c.spec.active_label and len(workflow.states_on(issue.labels)) == 1:
-        move = Move(issue, workflow.next(issue.label, _revert_event(c.spec, c.project, issue.id)))
+        move = Move(issue, workflow.next(issue.label, _revert_event(c.spec, c.project, issue.id, c.worker)))
     try:
         apply(c.run.ws, c.plan(report, c.freed(forget_session=forget_session), move))
     except DevclawError as exc:
@@ -694,9 +709,13 @@ def _revert_and_free(c: _Slot, report: HealthIssue, forget_session: bool) -> boo
     return True
 
 
-def _revert_event(spec: RoleSpec, project: Project, issue_id: int) -> Event:
-    """Dev work that already failed QA goes back to To Improve, the rest to its start queue."""
-    if spec.revert_after_fail is not None and project.qa_fail_count(issue_id) > 0:
+def _revert_event(spec: RoleSpec, project: Project, issue_id: int, worker: Worker | None = None) -> Event:
+    """Work goes back to the queue it came from: dev work picked up from To Improve (sent back by QA or a
+    review), or that failed QA before, to To Improve; the rest to its start queue."""
+    if spec.revert_after_fail is None:
+        return spec.revert_event
+    back = project.effective_workflow().next(spec.active_label, spec.revert_after_fail)
+    if (worker is not None and worker.picked_from == back) or project.qa_fail_count(issue_id) > 0:
         return spec.revert_after_fail
     return spec.revert_event
 

@@ -102,6 +102,7 @@ def decide_pickup(ws: Workspace, state: ProjectsFile, params: TaskPickupInput) -
             "issue_id": issue.id,
             "model": choice.alias,
             "start_time": ws.now_iso(),
+            "picked_from": issue.label,
             "usage": None,
             "session_id": before.session_id if reuse else None,
         }

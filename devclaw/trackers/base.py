@@ -105,8 +105,9 @@ class Tracker(Protocol):
         """One issue, open or closed."""
         ...
 
-    def list_issues(self, label: State | None = None) -> list[Issue]:
-        """Every open issue (all pages), in state ``label`` when given, oldest first."""
+    def list_issues(self, label: State | None = None, *, closed_too: bool = False) -> list[Issue]:
+        """Every open issue (all pages), in state ``label`` when given, oldest first; ``closed_too``: the
+        closed ones as well (a host closes an issue when the change that closes it merges)."""
         ...
 
     def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:

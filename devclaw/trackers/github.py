@@ -80,12 +80,14 @@ class GitHubTracker(RemoteTracker):
             raise self.endpoint.issue_not_found(issue_id)
         return _issue(found, self.workflow)
 
-    def list_issues(self, label: State | None = None) -> list[Issue]:
-        """``GET /repos/{owner}/{repo}/issues?state=open&labels=...``, every page, pull requests dropped."""
+    def list_issues(self, label: State | None = None, *, closed_too: bool = False) -> list[Issue]:
+        """``GET /repos/{owner}/{repo}/issues?state=open&labels=...`` (``state=all`` with ``closed_too``), every
+        page, pull requests dropped."""
         labels = [self.workflow.label(label)] if label is not None else github.GithubObject.NotSet
-        operation = f'listing open "{label}" issues' if label else "listing open issues"
+        operation = f'listing open "{self.workflow.label(label)}" issues' if label else "listing open issues"
         with self._request(operation):
-            pages = self._repo.get_issues(state="open", labels=labels, sort="created", direction="asc")
+            state = "all" if closed_too else "open"
+            pages = self._repo.get_issues(state=state, labels=labels, sort="created", direction="asc")
             return [_issue(found, self.workflow) for found in pages if not _is_pull_request(found)]
 
     def move_issue(self, issue: Issue, target: State, state: IssueState | None = None) -> Issue:
@@ -94,7 +96,7 @@ class GitHubTracker(RemoteTracker):
         if state is not None:
             change.update(state=state, state_reason=_STATE_REASON[state])
         lazy_issue = self._repo.get_issue(issue.id)
-        with self._request(f'moving issue #{issue.id} to "{target}"', issue_id=issue.id):
+        with self._request(f'moving issue #{issue.id} to "{self.workflow.label(target)}"', issue_id=issue.id):
             lazy_issue.edit(**change)
         return _issue(lazy_issue, self.workflow)
 

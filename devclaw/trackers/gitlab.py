@@ -76,9 +76,10 @@ class GitLabTracker(RemoteTracker):
             found = self._project.issues.get(issue_id, **_NO_LIBRARY_RETRIES)
         return self._issue(found.attributes)
 
-    def list_issues(self, label: State | None = None) -> list[Issue]:
-        """``GET /projects/:id/issues?state=opened&labels=...``, following every page."""
-        query: dict[str, Any] = {"state": "opened", "order_by": "created_at", "sort": "asc", "per_page": 100}
+    def list_issues(self, label: State | None = None, *, closed_too: bool = False) -> list[Issue]:
+        """``GET /projects/:id/issues?state=opened&labels=...`` (``state=all`` with ``closed_too``), every page."""
+        state = "all" if closed_too else "opened"
+        query: dict[str, Any] = {"state": state, "order_by": "created_at", "sort": "asc", "per_page": 100}
         if label is not None:
             query["labels"] = [self.workflow.label(label)]
         operation = f'listing open "{self.workflow.label(label)}" issues' if label else "listing open issues"

@@ -118,12 +118,12 @@ class LocalTracker:
         with self._connect() as conn:
             return self._fetch(conn, issue_id)
 
-    def list_issues(self, label: State | None = None) -> list[Issue]:
+    def list_issues(self, label: State | None = None, *, closed_too: bool = False) -> list[Issue]:
         with self._connect() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM issues WHERE project = ? AND state = 'open' "  # noqa: S608
+                f"SELECT {_COLUMNS} FROM issues WHERE project = ? AND (state = 'open' OR ?) "  # noqa: S608
                 "ORDER BY number",
-                (self.path,),
+                (self.path, closed_too),
             ).fetchall()
         issues = [self._issue(row) for row in rows]
         return [issue for issue in issues if label is None or self.workflow.label(label) in issue.labels]
