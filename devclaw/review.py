@@ -39,11 +39,11 @@ from devclaw.state import Project, ProjectsFile
 from devclaw.tools.base import ToolResult
 from devclaw.tools.changes import chosen_change
 from devclaw.tools.common import fit_message, one_line
+from devclaw.tools.queue import MAX_PARALLEL_PROJECTS
 from devclaw.trackers.base import ChangeRequest, Issue, Tracker
 from devclaw.workflow import Event, Label
 from devclaw.workspace import Workspace
 
-MAX_PARALLEL_PROJECTS = 4
 #: What the group is told of each move ({id}, {reason} are filled in).
 ANNOUNCEMENTS: dict[Event, str] = {
     Event.CHANGE_APPROVED: "👍 REVIEW APPROVED #{id}: {reason}. Moved to QA queue.",
@@ -124,8 +124,10 @@ def _watch_project(ws: Workspace, group_id: str, project: Project, *, dry_run: b
     try:
         tracker = ws.tracker(project)
         issues = tracker.list_issues(Label.TO_REVIEW, closed_too=True)
-    except DevclawError as exc:
-        message = error_payload(exc)["message"]
+    except Exception as exc:  # noqa: BLE001 (one project's failure, a bug included, must not stop the others)
+        message = (
+            error_payload(exc)["message"] if isinstance(exc, DevclawError) else record_crash(exc, ws.memory).message
+        )
         return [ReviewCheck(group_id=group_id, project=project.name, issue_id=0, event=None,
                             reason="its tracker could not be read; To Review left as it is", error=message)]  # fmt: skip
     return [_watch_issue(ws, group_id, project, tracker, issue, dry_run=dry_run) for issue in issues]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -94,6 +94,9 @@ class SessionHealthResult(MutationResult):
     note: str | None = None
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 # --- what one run knows ----------------------------------------------------------------------------------
 
 
@@ -113,29 +116,27 @@ class _TrackerView:
     reads: dict[tuple[int, str | None], Issue | DevclawError] = field(default_factory=dict)
 
     def get_issue(self, issue_id: int, worker_start: str | None) -> Issue:
-        assert self.tracker is not None
-        key = (issue_id, worker_start)
-        if key not in self.reads:
-            try:
-                self.reads[key] = self.tracker.get_issue(issue_id)
-            except DevclawError as exc:
-                self.reads[key] = exc
-        found = self.reads[key]
-        if isinstance(found, DevclawError):
-            raise found
-        return found
+        tracker = self.tracker
+        assert tracker is not None
+        return _once(self.reads, (issue_id, worker_start), lambda: tracker.get_issue(issue_id))
 
     def change_of(self, issue_id: int) -> ChangeRequest | None:
-        assert self.tracker is not None
-        if issue_id not in self.changes:
-            try:
-                self.changes[issue_id] = chosen_change(self.tracker.changes_for(issue_id))
-            except DevclawError as exc:
-                self.changes[issue_id] = exc
-        found = self.changes[issue_id]
-        if isinstance(found, DevclawError):
-            raise found
-        return found
+        tracker = self.tracker
+        assert tracker is not None
+        return _once(self.changes, issue_id, lambda: chosen_change(tracker.changes_for(issue_id)))
+
+
+def _once(cache: dict[K, V | DevclawError], key: K, read: Callable[[], V]) -> V:
+    """``read()`` once per key in a run; a failure is kept and raised again (what could not be read stays so)."""
+    if key not in cache:
+        try:
+            cache[key] = read()
+        except DevclawError as exc:
+            cache[key] = exc
+    found = cache[key]
+    if isinstance(found, DevclawError):
+        raise found
+    return found
 
 
 @dataclass(frozen=True)
