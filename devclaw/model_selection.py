@@ -101,4 +101,4 @@ def _heuristic(text: str, role: Role) -> tuple[str, str]:
         return "opus", f'Complex task ("{complex_.group()}")'
     if words > COMPLEX_MIN_WORDS:
         return "opus", f"Complex task ({words} words)"
-    return "sonnet", "Standard dev task"
+    return "sonnet", f"Standard {role} task"

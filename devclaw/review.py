@@ -22,7 +22,7 @@ Every move is a decision under the project's lock that re-reads the issue (``dec
 the engine like any tool's. A merge is a tracker write of its own, made before that decision. If the move
 then fails, a ``review_check`` line still records the merge; if devclaw stops between the two, the next
 tick finds the change merged (rule 2) and moves the issue, so the move is never lost (that line then says
-``merged: false``). One issue's failure, even a bug, is reported on its check and never stops the others.
+``mergedByDevclaw: false``). One issue's failure, even a bug, is reported on its check and never stops the others.
 
 Requests per issue in To Review: ``changes_for``'s, then for an open change that merges cleanly
 ``review_of``'s, then a merge's 1, then the move's 2 (read, write) and its comment's 1.
@@ -88,6 +88,10 @@ def judge(project: Project, tracker: Tracker, change: ChangeRequest | None) -> V
         return Verdict(None, f"{change.url} is approved: waiting for a person to merge it")
     if change.approved_by:
         return Verdict(None, f"{change.url} is approved only by its author ({change.author}), which is not a review")
+    if not tracker.new_change_url(change.target_branch):  # the embedded tracker: links record no reviews
+        return Verdict(
+            None, f"{change.url} is open: once merged, record it with devclaw issue link-mr … --state merged"
+        )
     return Verdict(None, f"{change.url} is waiting for a review")
 
 
@@ -103,7 +107,8 @@ class ReviewCheck(ToolResult):
     label_transition: str | None = None
     #: For a move: the message to post to the project's group.
     announcement: str | None = None
-    merged: bool = False
+    #: Whether devclaw merged the change on this check (``review.merge``); a person's merge is not.
+    merged_by_devclaw: bool = False
     feedback: str | None = None
     #: "added", or a warning that the comment (for a move that comes with one) could not be added.
     comment: str | None = None
@@ -151,13 +156,13 @@ def _watch_issue(
         assert change is not None  # every verdict with an event names the change
         if verdict.merge:
             tracker.merge_change(change)
-            check.merged = True
+            check.merged_by_devclaw = True
         return mutate(ws, group_id, lambda s: decide_review(ws, s, group_id, issue.id, verdict, check)).result
     except DevclawError as exc:
         check.error = error_payload(exc)["message"]
     except Exception as exc:  # noqa: BLE001 (a bug on one issue must not stop the tick for every project)
         check.error = record_crash(exc, ws.memory).message
-    if check.merged:
+    if check.merged_by_devclaw:
         _record_merge(ws, group_id, project, check)
     return check
 
@@ -166,7 +171,7 @@ def _record_merge(ws: Workspace, group_id: str, project: Project, check: ReviewC
     """The merge was made but the move failed: the audit log still says devclaw merged it (the next tick
     moves the issue)."""
     fields = {"project": project.name, "groupId": group_id, "issue": check.issue_id, "reviewEvent": None,
-              "reason": check.reason, "changeUrl": check.change_url, "merged": True, "error": check.error}  # fmt: skip
+              "reason": check.reason, "changeUrl": check.change_url, "mergedByDevclaw": True, "error": check.error}  # fmt: skip
     plan = Plan(tool="review_check", group_id=group_id, result=check, records=[Record("review_check", fields)])
     try:
         mutate(ws, group_id, lambda _: plan)
@@ -205,7 +210,7 @@ def decide_review(
             "reviewEvent": verdict.event.value,
             "reason": verdict.reason,
             "changeUrl": check.change_url,
-            "merged": check.merged,
+            "mergedByDevclaw": check.merged_by_devclaw,
             "labelTransition": move.transition,
             "announcement": result.announcement,
         },

@@ -452,6 +452,8 @@ def customised(
     specs = dict(base.states)
     for state, (label, colour) in states.items():
         where = f"workflow.states.{state}"
+        if state != state.strip() or not state:
+            raise WorkflowError(f"{where}: a state's name cannot be empty or start or end with spaces")
         if colour is not None and not _COLOUR.fullmatch(colour):
             raise WorkflowError(f'{where}.colour: "{colour}" is not a colour; write it as #rrggbb, e.g. #1d76db')
         if label is not None and not label.strip():
@@ -473,6 +475,7 @@ def customised(
                 raise WorkflowError(f'{where}: no state "{target}"; states: {", ".join(specs)}')
             if state not in base.states and event != Event.HUMAN:
                 raise WorkflowError(f'{where}: "{state}" is an extra state, which only a person moves on; use "human"')
+            _check_redirect(base, state, event, target, where)
             moves.setdefault(state, {})[event] = target
     for state in specs.keys() - base.states.keys():
         moves.setdefault(state, {})
@@ -482,6 +485,22 @@ def customised(
                 f"workflow.transitions"
             )
     return replace(base, states=specs, transitions=moves)
+
+
+def _check_redirect(base: Workflow, state: State, event: Event, target: State, where: str) -> None:
+    """The tools rely on each role's moves: a move of a built-in state may be redirected (or a person's move
+    added), but no pickup may go elsewhere than its role's active state, and no other move may lead into
+    one (no worker would be on the issue)."""
+    if state in base.states and event != Event.HUMAN and event not in base.transitions.get(state, {}):
+        allowed = ", ".join(base.transitions.get(state, {})) or "none"
+        raise WorkflowError(f'{where}: "{event}" is not a move of "{state}" (its moves: {allowed}, and "human")')
+    for role in base.roles.values():
+        if event == role.pickup_event and target != role.active_label:
+            raise WorkflowError(f'{where}: a {role.name} pickup goes to "{role.active_label}", where its worker works')
+        if target == role.active_label and event != role.pickup_event:
+            raise WorkflowError(
+                f'{where}: only a {role.name} pickup moves an issue into "{target}" (a worker must be on it)'
+            )
 
 
 def _event(name: str, where: str) -> Event:

@@ -172,11 +172,11 @@ def test_an_approved_change_is_merged_by_devclaw_and_the_issue_goes_to_qa(
         issue, url = in_review(h, ws, author="bob", **approval)
         result = tick(ws)
         (check,) = result["reviews"]
-        assert (check["issueId"], check["event"], check["merged"]) == (issue, "change_approved", True)
+        assert (check["issueId"], check["event"], check["mergedByDevclaw"]) == (issue, "change_approved", True)
         assert check["labelTransition"] == "To Review → To Test" and check["changeUrl"] == url
         assert change_of(h, url).state == "merged"
         (line,) = [r for r in ws.audit.records() if r["event"] == "review_check"]
-        assert (line["reviewEvent"], line["merged"], line["changeUrl"]) == ("change_approved", True, url)
+        assert (line["reviewEvent"], line["mergedByDevclaw"], line["changeUrl"]) == ("change_approved", True, url)
         assert [r for r in h.wire_requests() if r.method == "PUT" and r.path.endswith("/merge")] != []
         # The same tick hands it to the free QA worker. The host closed the issue when its change merged:
         # the move to To Test reopened it, so QA could take it.
@@ -209,7 +209,7 @@ def test_without_merge_an_approved_change_waits_for_a_person_to_merge_it(
         assert check["event"] is None and "waiting for a person to merge it" in check["reason"]
         merge_on_host(h, url)  # which closes the issue: To Review is listed with its closed issues
         (check,) = watch_reviews(ws, ws.store.read())
-        assert (check.event, check.merged) == ("change_approved", False)
+        assert (check.event, check.merged_by_devclaw) == ("change_approved", False)
         assert h.labels_of(issue) == ["To Test"] and h.state_of(issue) == "open"  # reopened for QA
 
 
@@ -259,7 +259,7 @@ def test_the_request_budget_of_a_review_check(
         issue, _ = in_review(h, ws, author="bob", **approval)
         h.forget_requests()
         (check,) = watch_reviews(ws, ws.store.read())
-        assert check.merged and check.event == "change_approved"
+        assert check.merged_by_devclaw and check.event == "change_approved"
         # the To Review listing 1; the change (GitLab: closed_by, related MRs, approvals; GitHub: timeline,
         # the pull request, its reviews) 3; its reviewers (GitLab) or reviews (GitHub) 1; the merge 1; the
         # move's read and write 2.
@@ -318,11 +318,15 @@ def test_on_the_embedded_tracker_a_linked_changes_state_moves_the_review(
     with workspace("local", ws, monkeypatch, review="human", required=True) as h:
         issue, url = in_review(h, ws)
         (check,) = watch_reviews(ws, ws.store.read())
-        assert check.event is None and "waiting for a review" in check.reason  # a link records no reviews
+        assert check.event is None and "once merged, record it with devclaw issue link-mr" in check.reason
         done = devclaw(ws, "issue", "link-mr", GROUP, str(issue), url, "--state", "merged")
         assert done.returncode == 0, done.stderr
         (check,) = watch_reviews(ws, ws.store.read())
-        assert (check.event, check.merged, check.label_transition) == ("change_approved", False, "To Review → To Test")
+        assert (check.event, check.merged_by_devclaw, check.label_transition) == (
+            "change_approved",
+            False,
+            "To Review → To Test",
+        )
         assert h.labels_of(issue) == ["To Test"]
 
 

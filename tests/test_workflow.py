@@ -175,6 +175,22 @@ def test_a_renamed_label_and_an_extra_state() -> None:
         ({}, {"Testing": {"qa_maybe": "Done"}}, 'workflow.transitions.Testing.qa_maybe: "qa_maybe" is not an event'),
         ({"Blocked": (None, None)}, {}, 'workflow.states.Blocked: nothing moves an issue into "Blocked"'),
         (
+            {},
+            {"To Do": {"dev_pickup": "Testing"}},
+            'workflow.transitions.To Do.dev_pickup: a dev pickup goes to "Doing"',
+        ),
+        (
+            {},
+            {"Testing": {"dev_done": "Done"}},
+            'workflow.transitions.Testing.dev_done: "dev_done" is not a move of "Testing"',
+        ),
+        ({}, {"Testing": {"qa_refine": "Doing"}}, 'only a dev pickup moves an issue into "Doing"'),
+        (
+            {"Done ": (None, None)},
+            {},
+            "workflow.states.Done : a state's name cannot be empty or start or end with spaces",
+        ),
+        (
             {"Blocked": (None, None)},
             {"Testing": {"qa_refine": "Blocked"}, "Blocked": {"dev_pickup": "Doing"}},
             'workflow.transitions.Blocked.dev_pickup: "Blocked" is an extra state, which only a person moves on',

@@ -121,5 +121,6 @@ def test_a_change_that_would_strand_issues_on_a_dropped_label_is_refused(
     before = snapshot(ws)
     refused = devclaw(ws, "project", "edit", GROUP, *[str(rename) if arg == "RENAME" else arg for arg in then])
     message = error_of(refused)
-    assert f'Issues #{issue} of webapp are on "{label}", which this change takes out of the workflow' in message
+    assert f'Issue #{issue} is on "{label}" in webapp, which this change takes out of the workflow' in message
+    assert f"devclaw issue label {GROUP} ISSUE Planning --force" in message
     assert snapshot(ws) == before

@@ -87,12 +87,16 @@ def _human_hint(workflow: Workflow, state: str) -> str:
 
 def _worker(title: str, view: WorkerView, worker: Worker | None, now: datetime) -> str:
     if not view.active:
-        idle = f"  {title:<4}" + paint("idle", "green")
+        idle = f"  {_column(title)}" + paint("idle", "green")
         return idle + (f"  (session {view.session_id})" if view.session_id else "")
     since = _elapsed(worker.start_time if worker else None, now)
     session = f"session {view.session_id}" if view.session_id else "no session confirmed yet"
     busy = paint(f"working on #{view.issue_id}", "yellow")
-    return f"  {title:<4}{busy} with {view.model}{since}  ({session})"
+    return f"  {_column(title)}{busy} with {view.model}{since}  ({session})"
+
+
+def _column(title: str) -> str:
+    return f"{title:<4}" if len(title) < 4 else f"{title} "
 
 
 def _elapsed(start: str | None, now: datetime) -> str:

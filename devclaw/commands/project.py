@@ -136,10 +136,11 @@ def _check_nothing_stranded(ws: Workspace, group_id: str, current: Project, new:
     for state in dropped:
         found = [f"#{issue.id}" for issue in tracker.list_issues(state)]
         if found:
+            which = f"Issue {found[0]} is" if len(found) == 1 else f"Issues {', '.join(found[:10])} are"
             raise InputError(
-                f'Issues {", ".join(found[:10])} of {current.name} are on "{before.label(state)}", which this '
-                f"change takes out of the workflow. Move them to a state it keeps first (devclaw issue label "
-                f"{group_id} ISSUE LABEL), then change it; nothing was changed"
+                f'{which} on "{before.label(state)}" in {current.name}, which this change takes out of the '
+                f"workflow; nothing was changed. Let any worker on them finish, move them out first (devclaw "
+                f"issue label {group_id} ISSUE Planning --force), make the change, then move them back"
             )
 
 
@@ -157,7 +158,7 @@ def _workflow_file(text: str) -> dict[str, Any]:
     except OSError as exc:
         raise InputError(f"--workflow {text}: cannot read it ({exc.strerror or exc})") from None
     except ValueError as exc:
-        raise InputError(f"--workflow {text}: not JSON ({exc})") from None
+        raise InputError(f"--workflow {text}: not JSON ({str(exc).replace('<string>', text)})") from None
     try:
         return WorkflowSettings.model_validate(data).model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
