@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from devclaw.errors import ConfigError, NotFoundError, StateError, WorkflowError
-from devclaw.workflow import DEFAULT, Role, RoleSpec, Workflow, customised, with_review
+from devclaw.workflow import DEFAULT, ReviewPolicy, Role, RoleSpec, Workflow, customised, with_review
 
 SCHEMA_VERSION: Literal[2] = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -158,7 +158,7 @@ class ReviewSettings(CamelModel):
     """The review stage between DEV done and QA (docs/WORKFLOW.md): ``skip`` (none, the default), ``human``
     (the tick watches the change's approvals) or ``agent`` (a reviewer worker is picked up like dev and QA)."""
 
-    policy: Literal["skip", "human", "agent"] = "skip"
+    policy: ReviewPolicy = "skip"
     #: With ``human``: devclaw merges an approved change through the host's API (never one whose author
     #: approved it); otherwise a person merges it and the tick moves the issue on once it is merged.
     merge: bool = False

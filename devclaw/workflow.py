@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, get_args
 
 from devclaw.errors import WorkflowError
 
@@ -342,7 +342,8 @@ DEFAULT = Workflow(
     issue_state_after={Event.QA_PASS: "closed", Event.QA_FAIL: "open"},
 )
 
-REVIEW_POLICIES = ("skip", "human", "agent")
+ReviewPolicy = Literal["skip", "human", "agent"]
+REVIEW_POLICIES: tuple[ReviewPolicy, ...] = get_args(ReviewPolicy)
 
 #: The rows a review policy adds: DEV done goes to To Review; a change closed unmerged rejects the issue (closed,
 #: in Rejected). "human": the tick moves an approved (merged) change on to To Test, and sends changes requested
@@ -423,14 +424,6 @@ def with_review(base: Workflow, policy: str) -> Workflow:
 
 #: Every result any role has, in table order: the ``result`` parameter's vocabulary.
 RESULTS: tuple[Result, ...] = tuple(dict.fromkeys(r for spec in ROLES.values() for r in spec.results))
-
-
-def role_spec(role: Role) -> RoleSpec:
-    """The table row of ``role``, in any workflow; a ``WorkflowError`` naming the roles for any other name."""
-    try:
-        return ROLES[role]
-    except KeyError:
-        raise WorkflowError(f'Unknown role "{role}"; roles: {", ".join(ROLES)}') from None
 
 
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
