@@ -130,11 +130,9 @@ def _watch_project(ws: Workspace, group_id: str, project: Project, *, dry_run: b
         tracker = ws.tracker(project)
         issues = tracker.list_issues(Label.TO_REVIEW, closed_too=True)
     except Exception as exc:  # noqa: BLE001 (one project's failure, a bug included, must not stop the others)
-        message = (
-            error_payload(exc)["message"] if isinstance(exc, DevclawError) else record_crash(exc, ws.memory).message
-        )
         return [ReviewCheck(group_id=group_id, project=project.name, issue_id=0, event=None,
-                            reason="its tracker could not be read; To Review left as it is", error=message)]  # fmt: skip
+                            reason="its tracker could not be read; To Review left as it is",
+                            error=_failure(ws, exc))]  # fmt: skip
     return [_watch_issue(ws, group_id, project, tracker, issue, dry_run=dry_run) for issue in issues]
 
 
@@ -158,13 +156,16 @@ def _watch_issue(
             tracker.merge_change(change)
             check.merged_by_devclaw = True
         return mutate(ws, group_id, lambda s: decide_review(ws, s, group_id, issue.id, verdict, check)).result
-    except DevclawError as exc:
-        check.error = error_payload(exc)["message"]
-    except Exception as exc:  # noqa: BLE001 (a bug on one issue must not stop the tick for every project)
-        check.error = record_crash(exc, ws.memory).message
+    except Exception as exc:  # noqa: BLE001 (a failure on one issue, a bug included, must not stop the others)
+        check.error = _failure(ws, exc)
     if check.merged_by_devclaw:
         _record_merge(ws, group_id, project, check)
     return check
+
+
+def _failure(ws: Workspace, exc: Exception) -> str:
+    """What a check says of a failure: devclaw's own message, or for a bug the crash log that holds it."""
+    return error_payload(exc)["message"] if isinstance(exc, DevclawError) else record_crash(exc, ws.memory).message
 
 
 def _record_merge(ws: Workspace, group_id: str, project: Project, check: ReviewCheck) -> None:

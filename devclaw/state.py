@@ -146,7 +146,8 @@ class ChangeSettings(CamelModel):
     the embedded tracker (whose changes are linked by hand)."""
 
     required: bool | None = None
-    #: Unset: true without a review stage, false with one (the review approves it, then it is merged).
+    #: Unset: true, except for DEV done in a project with a review stage (the review comes before the
+    #: merge); QA pass needs a merged change either way (``Project.must_be_merged``).
     must_be_merged: bool | None = None
 
 
@@ -159,8 +160,8 @@ class ReviewSettings(CamelModel):
     (the tick watches the change's approvals) or ``agent`` (a reviewer worker is picked up like dev and QA)."""
 
     policy: ReviewPolicy = "skip"
-    #: With ``human``: devclaw merges an approved change through the host's API (never one whose author
-    #: approved it); otherwise a person merges it and the tick moves the issue on once it is merged.
+    #: devclaw merges the change once it is approved, through the host's API: with ``human`` one a person
+    #: other than its author approved, with ``agent`` on the reviewer's approve. Otherwise a person merges it.
     merge: bool = False
 
 

@@ -180,7 +180,7 @@ def test_a_second_issue_on_doing_is_orphaned_the_tracked_one_is_not(ws: Workspac
 def test_orphan_that_moved_again_meanwhile_is_left_alone(ws: Workspace, tracker: LocalTracker) -> None:
     # The lists are read before the project is locked; the fix re-reads the issue and leaves it if it
     # moved. That window cannot be reached through the tool, so the fix step is called with a stale issue.
-    from devclaw.engine import Move, Record
+    from devclaw.engine import Move, Plan
     from devclaw.tools import health as health_module
 
     issue = new_issue(tracker, label=Label.DOING)
@@ -188,8 +188,8 @@ def test_orphan_that_moved_again_meanwhile_is_left_alone(ws: Workspace, tracker:
     human_move(tracker, issue, Label.PLANNING)
     report = health_module.HealthIssue(type="orphaned_label", severity="critical", project="webapp",
                                        group_id=GROUP, message="m")  # fmt: skip
-    record = Record("health_fix", {"type": "orphaned_label"})
-    assert health_module._orphan_fix(ws, GROUP, report, Move(stale, Label.TO_DO), record) is False
+    plan = Plan(tool="session_health", group_id=GROUP, result=report, move=Move(stale, Label.TO_DO))
+    assert health_module._unless_moved(ws, plan) is False
     assert report.message.endswith("left alone: it moved since the scan")
     assert tracker.get_issue(issue).label is Label.PLANNING
 

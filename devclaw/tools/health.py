@@ -472,9 +472,9 @@ def _change_findings(
         c = _Slot(run, group_id, project, spec, slot, worker, view)
         issue = _reviewed_issue(c)
         if issue is not None and (spec.name, slot) not in fixed:
-            findings += _changed(group_id, project, view, issue, c)
+            findings += _changed(run.ws, group_id, project, view, issue, c)
     for issue in view.in_review.values():
-        findings += _changed(group_id, project, view, issue)
+        findings += _changed(run.ws, group_id, project, view, issue)
     covered = {(f.report.role, f.report.slot) for f in findings}
     found[:] = [f for f in found if not (f.report.type == "issue_closed" and (f.report.role, f.report.slot) in covered)]
     return findings
@@ -494,7 +494,7 @@ def _reviewed_issue(c: _Slot) -> Issue | None:
 
 
 def _changed(
-    group_id: str, project: Project, view: _TrackerView, issue: Issue, reviewer: _Slot | None = None
+    ws: Workspace, group_id: str, project: Project, view: _TrackerView, issue: Issue, reviewer: _Slot | None = None
 ) -> list[_Finding]:
     """The fix for an issue in review whose change a person merged or closed (nothing for an open one)."""
     assert view.tracker is not None
@@ -518,15 +518,12 @@ def _changed(
     kind = "change_merged_in_review" if change.state == "merged" else "change_closed"
     if reviewer is not None:
         report = reviewer.report(kind, "warning", message + " and the reviewer is freed")
-        return [_Finding(report, reviewer.plan(report, reviewer.freed(), move))]
-    report = HealthIssue(type=kind, severity="warning", project=project.name, group_id=group_id, message=message,
-                         issue_id=issue.id)  # fmt: skip
-    fields = {"project": project.name, "groupId": group_id, "type": kind, "issue": issue.id,
-              "changeUrl": change.url, "labelTransition": move.transition}  # fmt: skip
-    plan = Plan(
-        tool="session_health", group_id=group_id, result=report, move=move, records=[Record("health_fix", fields)]
-    )
-    return [_Finding(report, plan)]
+        plan = reviewer.plan(report, reviewer.freed(), move)
+    else:
+        report = HealthIssue(type=kind, severity="warning", project=project.name, group_id=group_id,
+                             message=message, issue_id=issue.id)  # fmt: skip
+        plan = _issue_plan(group_id, project, report, move, changeUrl=change.url)
+    return [_Finding(report, step=lambda: _unless_moved(ws, plan))]
 
 
 def _project_findings(run: _Run, group_id: str, project: Project) -> list[_Finding]:
@@ -806,40 +803,36 @@ def _orphan(ws: Workspace, group_id: str, project: Project, spec: RoleSpec, issu
         message=message,
         issue_id=issue.id,
     )
-    move = Move(issue, target)
+    plan = _issue_plan(group_id, project, report, Move(issue, target), role=spec.name)
+    return _Finding(report, step=lambda: _unless_moved(ws, plan))
+
+
+def _issue_plan(group_id: str, project: Project, report: HealthIssue, move: Move, **fields: Any) -> Plan[HealthIssue]:
+    """A fix that moves an issue no worker holds, with its ``health_fix`` line."""
     record = Record(
         "health_fix",
-        {
-            "project": project.name,
-            "groupId": group_id,
-            "role": spec.name,
-            "type": "orphaned_label",
-            "issue": issue.id,
-            "labelTransition": move.transition,
-        },
-    )
-    return _Finding(report, step=lambda: _orphan_fix(ws, group_id, report, move, record))
+        {"project": project.name, "groupId": group_id, **fields, "type": report.type, "issue": move.issue.id,
+         "labelTransition": move.transition},
+    )  # fmt: skip
+    return Plan(tool="session_health", group_id=group_id, result=report, move=move, records=[record])
 
 
-def _orphan_fix(ws: Workspace, group_id: str, report: HealthIssue, move: Move, record: Record) -> bool:
-    """Move the orphan back, if it is still where the scan saw it (the lists were read before the lock)."""
+def _unless_moved(ws: Workspace, plan: Plan[HealthIssue]) -> bool:
+    """Apply ``plan`` if its issue is still as the scan saw it (the lists were read before the lock)."""
+    assert plan.move is not None
+    report, move = plan.result, plan.move
     try:
-        issue = ws.tracker(ws.store.read().project(group_id)).get_issue(move.issue.id)
+        issue = ws.tracker(ws.store.read().project(plan.group_id)).get_issue(move.issue.id)
     except DevclawError as exc:
         report.label_revert_failed = True
         report.message += f"; not fixed, the issue could not be read again: {exc.message}"
         return False
-    if issue.labels != move.issue.labels or issue.state != "open":
+    if issue.labels != move.issue.labels or issue.state != move.issue.state:
         report.message += "; left alone: it moved since the scan"
         report.type = MOVED_SINCE_SCAN
         return False
     try:
-        apply(
-            ws,
-            Plan(
-                tool="session_health", group_id=group_id, result=report, move=Move(issue, move.target), records=[record]
-            ),
-        )
+        apply(ws, replace(plan, move=replace(move, issue=issue)))
     except DevclawError as exc:
         report.label_revert_failed = True
         report.message += f"; not fixed, the label could not be moved: {exc.message}"
