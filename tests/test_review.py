@@ -28,6 +28,40 @@ def spent(h: object, before: int) -> int:
     return len(h.wire_requests()) - before  # type: ignore[attr-defined]
 
 
+def tick(ws: Workspace) -> dict[str, Any]:
+    return call_loop(ws, "tick", {"activeSessions": [DEV_SESSION]})
+
+
+def in_review(h: Harness, ws: Workspace, **change: Any) -> tuple[int, str]:
+    """DEV done with an open change: the issue waits in To Review. Its number and the change's URL."""
+    issue: int = h.issue  # type: ignore[attr-defined]
+    url = h.add_change(issue, state="open", target_branch="develop", **change)
+    call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
+    assert h.labels_of(issue) == ["To Review"]
+    return issue, url
+
+
+def reviewing(h: Harness, ws: Workspace, **change: Any) -> tuple[int, str]:
+    """As ``in_review``, then a reviewer worker picked it up: the issue is on Reviewing."""
+    issue, url = in_review(h, ws, **change)
+    call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+    return issue, url
+
+
+def change_of(h: Harness, url: str) -> FakeChange:
+    assert h.fake is not None
+    return h.fake.project.changes[int(url.rsplit("/", 1)[1])]
+
+
+def merge_on_host(h: Harness, url: str) -> None:
+    """A person merges the change on the host, which closes the issues it closes, as GitLab and GitHub do."""
+    change = change_of(h, url)
+    change.state = "merged"
+    assert h.fake is not None
+    for number in change.closes:
+        h.fake.project.issues[number].state = "closed"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_reviewer_approves_and_the_issue_goes_on_to_qa(
     kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
@@ -81,10 +115,7 @@ def test_a_reviewers_rejection_sends_the_work_back_with_their_words(
     kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
-        issue: int = h.issue  # type: ignore[attr-defined]
-        h.add_change(issue, state="open")
-        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, _ = reviewing(h, ws)
         rejected = call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="reject",
                         summary="the form posts the password in the URL")  # fmt: skip
         assert rejected["labelTransition"] == "Reviewing → To Improve"
@@ -111,9 +142,7 @@ def test_health_sends_reviewing_work_without_its_reviewer_back_to_to_review(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace("local", ws, monkeypatch, review="agent") as h:
-        issue: int = h.issue  # type: ignore[attr-defined]
-        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, _ = reviewing(h, ws)
         orphan = h.seed("Left on Reviewing by hand", ["Reviewing"])
         first = call(ws, "session_health", autoFix=True, activeSessions=[])
         fixed = {(f["type"], f.get("issueId")) for f in first["issues"]}
@@ -134,33 +163,6 @@ def test_project_add_with_a_review_stage_creates_its_labels(ws: Workspace) -> No
 
 
 # --- policy "human": the tick watches the change ------------------------------------------------------
-
-
-def tick(ws: Workspace) -> dict[str, Any]:
-    return call_loop(ws, "tick", {"activeSessions": [DEV_SESSION]})
-
-
-def in_review(h: Harness, ws: Workspace, **change: Any) -> tuple[int, str]:
-    """DEV done with an open change: the issue waits in To Review. Its number and the change's URL."""
-    issue: int = h.issue  # type: ignore[attr-defined]
-    url = h.add_change(issue, state="open", target_branch="develop", **change)
-    call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
-    assert h.labels_of(issue) == ["To Review"]
-    return issue, url
-
-
-def change_of(h: Harness, url: str) -> FakeChange:
-    assert h.fake is not None
-    return h.fake.project.changes[int(url.rsplit("/", 1)[1])]
-
-
-def merge_on_host(h: Harness, url: str) -> None:
-    """A person merges the change on the host, which closes the issues it closes, as GitLab and GitHub do."""
-    change = change_of(h, url)
-    change.state = "merged"
-    assert h.fake is not None
-    for number in change.closes:
-        h.fake.project.issues[number].state = "closed"
 
 
 @pytest.mark.parametrize("kind", REMOTE_KINDS)
@@ -278,8 +280,7 @@ def test_health_moves_on_a_review_whose_change_a_person_merged_or_closed(
     kind: TrackerKind, outcome: str, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
-        issue, url = in_review(h, ws)
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, url = reviewing(h, ws)
         call(ws, "task_pickup_confirm", projectGroupId=GROUP, role="reviewer", sessionId=REVIEWER_SESSION)
         if outcome == "merged":
             merge_on_host(h, url)  # the merge closes the issue: it drops out of the open Reviewing listing
@@ -365,8 +366,7 @@ def test_a_reviewer_agents_approve_has_devclaw_merge_the_change_with_review_merg
     kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace(kind, ws, monkeypatch, review="agent", review_merge=True, required=True) as h:
-        issue, url = in_review(h, ws)
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, url = reviewing(h, ws)
         approved = call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="approve")
         assert (approved["changeMerged"], approved["changeUrl"], approved["changeState"]) == (True, url, "merged")
         assert change_of(h, url).state == "merged"
@@ -382,8 +382,7 @@ def test_without_review_merge_qa_cannot_pass_an_approved_change_until_a_person_m
     kind: TrackerKind, ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace(kind, ws, monkeypatch, review="agent", required=True) as h:
-        issue, url = in_review(h, ws)
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, url = reviewing(h, ws)
         approved = call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="approve")
         assert "changeMerged" not in approved and change_of(h, url).state == "open"
         call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="qa")
@@ -407,9 +406,7 @@ def test_dev_work_sent_back_by_a_review_returns_to_to_improve_when_its_worker_di
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with workspace("local", ws, monkeypatch, review="agent") as h:
-        issue: int = h.issue  # type: ignore[attr-defined]
-        call(ws, "task_complete", projectGroupId=GROUP, role="dev", result="done")
-        call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="reviewer")
+        issue, _ = reviewing(h, ws)
         call(ws, "task_complete", projectGroupId=GROUP, role="reviewer", result="reject", summary="no tests")
         call(ws, "task_pickup", projectGroupId=GROUP, issueId=issue, role="dev")
         assert ws.store.read().project(GROUP).worker("dev").picked_from == "To Improve"
