@@ -35,6 +35,14 @@ CHANGE_STATES: tuple[ChangeState, ...] = ("open", "merged", "closed")
 
 
 @dataclass(frozen=True)
+class ChangeReview:
+    """What the reviewers of an open change asked for: who wants changes, and what they wrote."""
+
+    changes_requested_by: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChangeRequest:
     """A merge request (GitLab, the embedded tracker) or pull request (GitHub) that closes or names an issue."""
 
@@ -45,6 +53,9 @@ class ChangeRequest:
     author: str = ""
     #: Who approved it (GitLab approvals, GitHub reviewers whose latest word is APPROVED); read for open ones.
     approved_by: tuple[str, ...] = ()
+    #: What its reviewers asked for, where the host answers that with the change (GitHub: the same reviews
+    #: that say who approved); None: ``Tracker.review_of`` asks.
+    review: ChangeReview | None = None
     #: Whether the host says it merges cleanly; None while it has not computed that (or cannot say).
     mergeable: bool | None = None
     source_branch: str = ""
@@ -74,14 +85,6 @@ class ChangeRequest:
             "targetBranch": self.target_branch,
             "diffUrl": self.diff_url,
         }
-
-
-@dataclass(frozen=True)
-class ChangeReview:
-    """What the reviewers of an open change asked for: who wants changes, and what they wrote."""
-
-    changes_requested_by: tuple[str, ...] = ()
-    comments: tuple[str, ...] = ()
 
 
 class Tracker(Protocol):

@@ -21,7 +21,6 @@ import github
 import requests
 from github.GithubObject import GithubObject
 from github.Issue import Issue as GithubIssue
-from github.PullRequest import PullRequest
 
 from devclaw.errors import DevclawError, TrackerError
 from devclaw.trackers import DEFAULT_TOKEN_ENV as TOKEN_ENVS
@@ -168,16 +167,18 @@ class GitHubTracker(RemoteTracker):
             state=state,
             draft=bool(pull.draft),
             author=pull.user.login if pull.user else "",
-            approved_by=self._approvals(pull) if state == "open" else (),
+            **(self._reviews(pull.number) if state == "open" else {}),
             mergeable=pull.mergeable if state == "open" else None,
             source_branch=pull.head.ref,
             target_branch=pull.base.ref,
             diff_url=f"{pull.html_url}/files",
         )
 
-    def _approvals(self, pull: PullRequest) -> tuple[str, ...]:
-        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is APPROVED."""
-        return tuple(login for login, (verdict, _) in self._verdicts(pull.number).items() if verdict == "APPROVED")
+    def _reviews(self, number: int) -> dict[str, Any]:
+        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``, once: who approved, and what was asked."""
+        verdicts = self._verdicts(number)
+        approved = tuple(login for login, (verdict, _) in verdicts.items() if verdict == "APPROVED")
+        return {"approved_by": approved, "review": _asked(verdicts)}
 
     def _verdicts(self, number: int) -> dict[str, tuple[str, str]]:
         """Each reviewer's latest verdict on pull request ``number``, with what they wrote with it."""
@@ -190,12 +191,10 @@ class GitHubTracker(RemoteTracker):
         return latest
 
     def review_of(self, change: ChangeRequest) -> ChangeReview:
-        """``GET /repos/{owner}/{repo}/pulls/{number}/reviews``: reviewers whose latest verdict is
-        CHANGES_REQUESTED, and what they wrote with it (1 request).
+        """Reviewers whose latest verdict is CHANGES_REQUESTED, and what they wrote with it: read with the
+        change by ``changes_for`` (no request), else ``GET /repos/{owner}/{repo}/pulls/{number}/reviews``.
         https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request"""
-        wanting = {login: body for login, (verdict, body) in self._verdicts(change.number).items()
-                   if verdict == "CHANGES_REQUESTED"}  # fmt: skip
-        return ChangeReview(tuple(wanting), tuple(body for body in wanting.values() if body))
+        return change.review if change.review is not None else _asked(self._verdicts(change.number))
 
     def merge_change(self, change: ChangeRequest) -> ChangeRequest:
         """``PUT /repos/{owner}/{repo}/pulls/{number}/merge``; GitHub refuses with 405 when it cannot merge.
@@ -235,6 +234,11 @@ class GitHubTracker(RemoteTracker):
             return self.endpoint.project_not_found() if issue_id is None else self.endpoint.issue_not_found(issue_id)
         detail = self._token.scrub(short_detail(_detail(exc)))
         return self.endpoint.http_error(operation, exc.status, exc.headers or {}, detail)
+
+
+def _asked(verdicts: dict[str, tuple[str, str]]) -> ChangeReview:
+    wanting = {login: body for login, (verdict, body) in verdicts.items() if verdict == "CHANGES_REQUESTED"}
+    return ChangeReview(tuple(wanting), tuple(body for body in wanting.values() if body))
 
 
 def _issue(found: GithubIssue, workflow: Workflow) -> Issue:
